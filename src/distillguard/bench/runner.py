@@ -1,0 +1,256 @@
+"""The detection benchmark: distillguard's detector and the baselines on the same traffic, in one run.
+
+For each scenario: simulate (or load) test traffic and a benign baseline from another seed, fit every
+method on the baseline's benign accounts, score the test traffic, compute the metrics of
+:mod:`distillguard.bench.metrics`, then replay the test traffic in time order to measure detection delay.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import numpy as np
+import pyarrow as pa
+
+from distillguard.bench import metrics as M
+from distillguard.bench.baselines import BASELINES, AccountBaseline
+from distillguard.bench.embed import HashEmbedder, event_texts
+from distillguard.bench.traffic import Traffic
+
+__all__ = ["FRACTIONS", "QUICK_FRACTIONS", "TARGETS", "Method", "BaselineMethod", "DetectorMethod",
+           "available_methods", "evaluate", "run_scenario"]
+
+#: replay cut points, as fractions of each campaign's requests
+FRACTIONS = (0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0)
+QUICK_FRACTIONS = (0.005, 0.01, 0.05, 0.25, 1.0)
+
+#: the detector's targets (issue 3): metric -> (comparison, value)
+TARGETS = {
+    "attack_recall": (">=", 0.95),
+    "benign_fpr": ("<=", 0.001),
+    "persona_fpr_max": ("<=", 0.005),
+    "campaign_recall": (">=", 1.0),
+    "median_delay_requests": ("<=", 0.01),
+}
+
+
+@dataclass
+class AccountResult:
+    accounts: list[str]
+    score: np.ndarray
+    flagged: np.ndarray
+
+
+class Method:
+    """One column of the benchmark: fitted on the baseline, scoring prefixes of the test stream."""
+
+    name = ""
+
+    def fit(self, baseline: Traffic) -> None:
+        raise NotImplementedError
+
+    def prepare(self, test: Traffic) -> None:
+        """Per-test-stream work shared by every prefix (e.g. embedding every prompt once)."""
+
+    def run(self, test: Traffic, k: int) -> AccountResult:
+        """Score the first ``k`` events (time order) of ``test``."""
+        raise NotImplementedError
+
+
+class BaselineMethod(Method):
+    def __init__(self, baseline: AccountBaseline, embedder_cache: dict):
+        self.model = baseline
+        self.name = baseline.name
+        self._cache = embedder_cache  # shared between text baselines: one fit, one embedding per stream
+
+    def _embedder(self, baseline: Traffic, benign: pa.Table) -> HashEmbedder:
+        key = ("embedder", id(baseline), self.model.embed_dim, self.model.seed)
+        if key not in self._cache:
+            self._cache[key] = HashEmbedder(dim=self.model.embed_dim, seed=self.model.seed).fit(event_texts(benign))
+        return self._cache[key]
+
+    def _embed(self, key, embedder: HashEmbedder, table: pa.Table) -> np.ndarray:
+        key = ("emb", key, id(embedder))
+        if key not in self._cache:
+            self._cache[key] = embedder.transform(event_texts(table))
+        return self._cache[key]
+
+    def warm(self, baseline: Traffic, test: Traffic) -> None:
+        """Fit the shared embedder and embed the baseline and test streams (cached for every text baseline)."""
+        benign = baseline.benign_events()
+        emb = self._embedder(baseline, benign)
+        self._embed(("baseline", id(baseline)), emb, benign)
+        self._embed(("test", id(test)), emb, test.events)
+
+    def fit(self, baseline: Traffic) -> None:
+        benign = baseline.benign_events()
+        ids = np.asarray(benign.column("account_id").to_pylist(), dtype=object)
+        ts = _ts(benign)
+        emb = None
+        if self.model.uses_embedding:
+            self.model.embedder_ = self._embedder(baseline, benign)
+            emb = self._embed(("baseline", id(baseline)), self.model.embedder_, benign)
+        self.model.fit_arrays(ids, ts, emb)
+
+    def prepare(self, test: Traffic) -> None:
+        self._ids = np.asarray(test.events.column("account_id").to_pylist(), dtype=object)
+        self._ts = _ts(test.events)
+        self._emb = self._embed(("test", id(test)), self.model.embedder_, test.events) \
+            if self.model.uses_embedding else None
+
+    def run(self, test: Traffic, k: int) -> AccountResult:
+        out = self.model.score_arrays(self._ids[:k], self._ts[:k], None if self._emb is None else self._emb[:k])
+        return AccountResult(out.column("account_id").to_pylist(),
+                             np.asarray(out.column("score").to_pylist(), dtype=float),
+                             np.asarray(out.column("flagged").to_pylist(), dtype=bool))
+
+
+class DetectorMethod(Method):
+    """distillguard's own detector through ``distillguard.detect.scan``."""
+
+    name = "distillguard"
+
+    def __init__(self, target_fpr: float = 0.001):
+        from distillguard.detect import scan  # noqa: F401  (ImportError = engine not landed)
+
+        self.target_fpr = target_fpr
+
+    def fit(self, baseline: Traffic) -> None:
+        self._baseline = baseline.benign_events()
+
+    def run(self, test: Traffic, k: int) -> AccountResult:
+        from distillguard.detect import scan
+
+        events = test.events.slice(0, k)
+        res = scan(events, baseline=self._baseline, allowlist=sorted(test.allowlist),
+                   target_fpr=self.target_fpr)
+        acc = res.accounts if hasattr(res, "accounts") else res
+        if not isinstance(acc, pa.Table):
+            acc = pa.Table.from_pandas(acc) if hasattr(acc, "to_dict") else pa.Table.from_pylist(acc)
+        return AccountResult(acc.column("account_id").to_pylist(),
+                             np.asarray(acc.column("score").to_pylist(), dtype=float),
+                             np.asarray(acc.column("flagged").to_pylist(), dtype=bool))
+
+
+def _ts(table: pa.Table) -> np.ndarray:
+    return table.column("timestamp").cast(pa.timestamp("us", tz="UTC")).cast(pa.int64()).to_numpy(
+        zero_copy_only=False)
+
+
+def available_methods(target_fpr: float = 0.001, seed: int = 0, detector: bool = True) -> list[Method]:
+    """The detector (when ``distillguard.detect.scan`` exists) followed by every baseline."""
+    methods: list[Method] = []
+    if detector:
+        try:
+            methods.append(DetectorMethod(target_fpr))
+        except ImportError:
+            pass
+    cache: dict = {}
+    methods += [BaselineMethod(cls(target_fpr=target_fpr, seed=seed), cache) for cls in BASELINES]
+    return methods
+
+
+def _align(test: Traffic, res: AccountResult) -> tuple[np.ndarray, np.ndarray]:
+    """Score and flag per labelled account (NaN / False for accounts the method did not return);
+    allowlisted accounts are never flagged (licence policy, applied to every method alike)."""
+    pos = {a: i for i, a in enumerate(test.accounts)}
+    score = np.full(len(test.accounts), np.nan)
+    flag = np.zeros(len(test.accounts), dtype=bool)
+    for a, s, f in zip(res.accounts, res.score, res.flagged):
+        i = pos.get(a)
+        if i is not None:
+            score[i] = s
+            flag[i] = bool(f) and a not in test.allowlist
+    return score, flag
+
+
+def evaluate(test: Traffic, score: np.ndarray, flagged: np.ndarray) -> dict:
+    """Account-level metrics of one method on one labelled stream."""
+    y = test.is_attack
+    persona = M.fpr_by_group(test.groups, y, flagged)
+    campaign_ids = [test.campaign_of.get(a) for a in test.accounts]
+    c_recall, c_shares = M.campaign_recall(campaign_ids, flagged)
+    return {
+        "attack_recall": M.recall(y, flagged),
+        "benign_fpr": M.false_positive_rate(y, flagged),
+        "persona_fpr": persona,
+        "persona_fpr_max": max(persona.values()) if persona else math.nan,
+        "flag_share_by_group": M.flag_share_by_group(test.groups, flagged),
+        "campaign_recall": c_recall,
+        "campaign_flag_share": c_shares,
+        "average_precision": M.average_precision(y, score),
+        "n_flagged": int(flagged.sum()),
+        "n_benign_flagged": int((flagged & ~y).sum()),
+    }
+
+
+def replay(test: Traffic, method: Method, fractions: Sequence[float], max_scans: int | None = 60) -> dict:
+    """Time-ordered replay: the share of each campaign's requests and reasoning tokens served before the
+    method first flags one of its accounts."""
+    ev = test.events
+    ts = _ts(ev)
+    req_campaign = [test.campaign_of.get(a) for a in ev.column("account_id").to_pylist()]
+    rt = ev.column("reasoning_tokens").to_numpy(zero_copy_only=False) if "reasoning_tokens" in ev.column_names else None
+    cuts = M.replay_cut_times(ts, req_campaign, fractions)
+    n_scans = 0
+
+    def flagged_at(cut, pending) -> set:
+        nonlocal n_scans
+        n_scans += 1
+        k = int(np.searchsorted(ts, cut, side="right"))
+        res = method.run(test, k)
+        hits = set()
+        for a, f in zip(res.accounts, res.flagged):
+            c = test.campaign_of.get(a)
+            if f and c in pending and a not in test.allowlist:
+                hits.add(c)
+        return hits
+
+    first = M.replay_first_flag(cuts, flagged_at, max_scans=max_scans)
+    delays = M.detection_delay(ts, req_campaign, first, None if rt is None else np.asarray(rt, dtype=float))
+    req = [d["requests"] for d in delays.values()]
+    tok = [d["reasoning_tokens"] for d in delays.values()]
+    return {
+        "per_campaign": delays,
+        "median_delay_requests": float(np.median(req)) if req else math.nan,
+        "median_delay_reasoning_tokens": float(np.median(tok)) if tok else math.nan,
+        "max_delay_requests": float(np.max(req)) if req else math.nan,
+        "replay_scans": n_scans,
+    }
+
+
+def run_scenario(test: Traffic, baseline: Traffic, methods: Sequence[Method],
+                 fractions: Sequence[float] = FRACTIONS, max_scans: int | None = 60,
+                 log: Callable[[str], None] | None = None) -> dict:
+    """Every method on one scenario: ``{method name: metrics + delay + timings}``."""
+    out: dict = {}
+    text = [m for m in methods if isinstance(m, BaselineMethod) and m.model.uses_embedding]
+    if text:  # the shared embedding, timed on its own rather than charged to the first text baseline
+        t0 = time.perf_counter()
+        text[0].warm(baseline, test)
+        embed_s = time.perf_counter() - t0
+        if log:
+            log(f"embedding (shared by {', '.join(m.name for m in text)}): {embed_s:.1f}s")
+    for m in methods:
+        t0 = time.perf_counter()
+        m.fit(baseline)
+        t1 = time.perf_counter()
+        m.prepare(test)
+        res = m.run(test, test.events.num_rows)
+        t2 = time.perf_counter()
+        score, flagged = _align(test, res)
+        r = evaluate(test, score, flagged)
+        rep = replay(test, m, fractions, max_scans)
+        t3 = time.perf_counter()
+        r.update(rep)
+        r["seconds"] = {"fit": t1 - t0, "score": t2 - t1, "replay": t3 - t2, "total": t3 - t0}
+        if text and m in text:
+            r["seconds"]["embedding_shared"] = embed_s
+        out[m.name] = r
+        if log:
+            log(f"{m.name}: recall {r['attack_recall']:.3f}, FPR {r['benign_fpr']:.4f}, "
+                f"{r['seconds']['total']:.1f}s")
+    return out
