@@ -96,6 +96,12 @@ def parse_timestamp(value: Any, field: str = "timestamp") -> datetime:
     """RFC 3339 text or epoch seconds (int/float; milliseconds when larger than 1e11) to aware UTC."""
     if isinstance(value, bool) or value is None:
         raise RecordError(field, "missing" if value is None else "expected RFC 3339 text or epoch seconds")
+    if isinstance(value, datetime):  # already parsed (Parquet/Arrow timestamp columns)
+        ts = value if value.tzinfo is not None else value.replace(tzinfo=timezone.utc)
+        try:
+            return ts.astimezone(timezone.utc)
+        except (OverflowError, ValueError):
+            raise RecordError(field, f"timestamp out of range: {value!r}") from None
     if isinstance(value, (int, float)):
         if not math.isfinite(value):
             raise RecordError(field, f"not a finite number: {value!r}")
@@ -119,7 +125,10 @@ def parse_timestamp(value: Any, field: str = "timestamp") -> datetime:
                 raise RecordError(field, f"not RFC 3339 or epoch seconds: {value[:40]!r}") from None
         if ts.tzinfo is None:
             ts = ts.replace(tzinfo=timezone.utc)
-        return ts.astimezone(timezone.utc)
+        try:
+            return ts.astimezone(timezone.utc)
+        except (OverflowError, ValueError):
+            raise RecordError(field, f"timestamp out of range: {value[:40]!r}") from None
     raise RecordError(field, f"expected RFC 3339 text or epoch seconds, got {type(value).__name__}")
 
 
