@@ -7,17 +7,11 @@ from datetime import datetime, timedelta, timezone
 import orjson
 import pyarrow as pa
 
-from distillguard.schema import EVENT_SCHEMA, normalize, to_canonical
+from distillguard.schema import EVENT_SCHEMA, normalize
+from distillguard.signals import SIGNAL_SCHEMA
 
 T0 = datetime(2026, 3, 1, tzinfo=timezone.utc)
 
-SIGNAL_SCHEMA = pa.schema([
-    ("event_id", pa.string()), ("request_id", pa.string()), ("account_id", pa.string()),
-    ("timestamp", pa.timestamp("us", tz="UTC")), ("extraction_score", pa.float64()),
-    ("extraction_reason", pa.string()), ("capability", pa.string()), ("benchmark", pa.string()),
-    ("benchmark_item", pa.string()), ("benchmark_score", pa.float64()), ("template_id", pa.string()),
-    ("template_sig", pa.int64()), ("system_prompt_id", pa.string()), ("text_len", pa.int32()),
-])
 
 
 def record(account, ts, text, *, i=0, model="m1", extraction=0.0, capability="chat", benchmark=None,

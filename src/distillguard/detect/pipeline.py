@@ -1,0 +1,539 @@
+"""The scan pipeline: events -> signals -> account features -> scores -> campaigns -> findings."""
+
+from __future__ import annotations
+
+import csv
+import importlib
+import io
+import math
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import ibis
+import numpy as np
+import orjson
+import pyarrow as pa
+
+from distillguard.detect.allowlist import Allowlist
+from distillguard.detect.scoring import AccountScorer, Calibration, DetectConfig
+from distillguard.features import account_features
+
+__all__ = ["ScanResult", "Scanner", "scan", "ACCOUNTS_HEADER", "ATLAS"]
+
+ACCOUNTS_HEADER = ("account_id", "score", "flagged", "campaign_id", "reasons")
+
+ATLAS = {
+    "extract": {"id": "AML.T0024.002", "name": "Extract AI Model"},
+    "proxy": {"id": "AML.T0008.005", "name": "AI Service Proxies"},
+    "jailbreak": {"id": "AML.T0054", "name": "LLM Jailbreak"},
+}
+_PROXY_KINDS = {"ip", "ip24", "asn", "user_agent"}
+
+
+@dataclass
+class ScanResult:
+    """Everything a scan found. ``accounts`` has the accounts.csv columns plus ``raw``, ``own_score``,
+    ``allowlisted`` and ``allowlist_reason``; ``evidence`` maps account id to its evidence items."""
+
+    accounts: pa.Table
+    campaigns: list[dict]
+    evidence: dict[str, list[dict]]
+    signals: pa.Table | None
+    calibration: dict
+    features: pa.Table
+    edges: pa.Table
+    rejected: int = 0
+    timings: dict = field(default_factory=dict)
+    stages: dict = field(default_factory=dict)  # which implementation ran each stage
+    generated_at: str = ""
+
+    def campaigns_doc(self) -> dict:
+        return {"generated_at": self.generated_at, "calibration": self.calibration, "campaigns": self.campaigns}
+
+    def flagged_accounts(self) -> list[str]:
+        f = self.accounts.column("flagged").to_pylist()
+        return [a for a, x in zip(self.accounts.column("account_id").to_pylist(), f) if x]
+
+    def write(self, out_dir: str | Path, *, write_signals: bool = False) -> dict[str, Path]:
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        paths = {"accounts": out / "accounts.csv", "campaigns": out / "campaigns.json"}
+        buf = io.StringIO()
+        w = csv.writer(buf, lineterminator="\n")
+        w.writerow(ACCOUNTS_HEADER)
+        cols = [self.accounts.column(c).to_pylist() for c in ACCOUNTS_HEADER]
+        for a, s, f, c, r in zip(*cols):
+            w.writerow([a, f"{s:.4f}", "true" if f else "false", c or "", r or ""])
+        paths["accounts"].write_text(buf.getvalue(), encoding="utf-8")
+        paths["campaigns"].write_bytes(orjson.dumps(self.campaigns_doc(), option=orjson.OPT_INDENT_2))
+        if write_signals and self.signals is not None:
+            import pyarrow.parquet as pq
+
+            paths["signals"] = out / "signals.parquet"
+            pq.write_table(self.signals, paths["signals"])
+            paths["features"] = out / "features.parquet"
+            pq.write_table(self.features, paths["features"])
+        return paths
+
+
+# ----------------------------------------------------------------------------------------------- stages
+def _stage(module: str, attr: str, fallback: Callable) -> tuple[Callable, str]:
+    try:
+        return getattr(importlib.import_module(module), attr), module
+    except (ImportError, AttributeError):
+        return fallback, "distillguard.detect.fallback"
+
+
+def _as_table(obj: Any, schema: pa.Schema | None = None) -> pa.Table:
+    if isinstance(obj, pa.Table):
+        return obj
+    if isinstance(obj, pa.RecordBatchReader):
+        return obj.read_all()
+    if hasattr(obj, "to_pyarrow"):
+        return obj.to_pyarrow()
+    if isinstance(obj, pa.RecordBatch):
+        return pa.Table.from_batches([obj])
+    batches = list(obj)
+    if batches and isinstance(batches[0], pa.RecordBatch):
+        return pa.Table.from_batches(batches)
+    return pa.Table.from_pylist(batches, schema=schema)
+
+
+def load_events(paths_or_store: Any, *, quarantine: str | Path | None = None, strict: bool = False,
+                fmt: str | None = None, mapping: str | None = None) -> tuple[pa.Table, pa.Table | None, str]:
+    """``(events, stored signals or None, reader name)`` from files (JSONL, .jsonl.gz, Parquet, CSV), a
+    ``.duckdb`` store, a :class:`distillguard.store.Store` or an Arrow table of events."""
+    from distillguard.schema import EVENT_SCHEMA
+
+    if isinstance(paths_or_store, pa.Table):
+        return paths_or_store, None, "table"
+    paths = [paths_or_store] if isinstance(paths_or_store, (str, Path)) else paths_or_store
+    if hasattr(paths, "events_table"):
+        return paths.events_table(), paths.signals_table(), "distillguard.store"
+    paths = list(paths)
+    if len(paths) == 1 and str(paths[0]).endswith(".duckdb"):
+        from distillguard.store import Store
+
+        if not Path(paths[0]).is_file():
+            raise FileNotFoundError(f"{paths[0]}: no such store")
+        with Store(str(paths[0])) as store:
+            return store.events_table(), store.signals_table(), "distillguard.store"
+    from distillguard.io import Quarantine, read_events
+
+    if quarantine is not None:
+        Path(quarantine).write_bytes(b"")  # the quarantine appends; start this scan's file empty
+    with Quarantine(quarantine) as q:
+        stream = read_events([str(p) for p in paths], fmt=fmt or "auto", mapping=mapping, quarantine=q,
+                             strict=strict)
+        batches = list(stream)
+    table = pa.Table.from_batches(batches, schema=EVENT_SCHEMA) if batches else EVENT_SCHEMA.empty_table()
+    return table, None, "distillguard.io"
+
+
+# ---------------------------------------------------------------------------------------------- scanner
+class Scanner:
+    """Reusable scanner: ``fit`` on a baseline once, then ``scan`` many traffic slices."""
+
+    def __init__(self, config: DetectConfig | None = None, allowlist: Allowlist | None = None):
+        self.config = config or DetectConfig()
+        self.allowlist = allowlist or Allowlist()
+        self.scorer = AccountScorer(self.config)
+        self.calibration_: Calibration | None = None
+        from distillguard.detect import fallback
+        from distillguard.linking import build_edges
+        from distillguard.signals import compute_signals
+
+        self._signals, self.signals_impl = compute_signals, "distillguard.signals"
+        self._edges, self.edges_impl = build_edges, "distillguard.linking"
+        self._campaigns, self.campaigns_impl = _stage("distillguard.linking", "find_campaigns", fallback.find_campaigns)
+
+    # -- stage helpers
+    def _link_config(self) -> Any:
+        from distillguard.linking import LinkConfig
+
+        return LinkConfig.from_dict(self.config.linking or None)
+
+    def signals(self, events: pa.Table) -> pa.Table:
+        return _as_table(self._signals(events))
+
+    def features(self, events: pa.Table, signals: pa.Table) -> pa.Table:
+        return account_features(ibis.memtable(events), ibis.memtable(signals), config=self.config.features).to_pyarrow()
+
+    def fit(self, baseline: Any | None = None, *, features: pa.Table | None = None, label: str = "baseline") -> Calibration:
+        """Fit on known-benign traffic (paths, a table, or its feature table)."""
+        if features is None:
+            ev, sg, _ = load_events(baseline)
+            features = self.features(ev, sg if sg is not None else self.signals(ev))
+        features = self._drop_allowlisted(features)
+        self.calibration_ = self.scorer.fit(features, assumed_benign=False, label=label)
+        return self.calibration_
+
+    def _drop_allowlisted(self, features: pa.Table) -> pa.Table:
+        if not self.allowlist:
+            return features
+        keep = ~self.allowlist.mask(features.column("account_id").to_pylist(), features.column("org_id").to_pylist())
+        return features.filter(pa.array(keep))
+
+    def scan(self, source: Any, *, out_dir: str | Path | None = None, strict: bool = False, fmt: str | None = None,
+             mapping: str | None = None, progress: Callable[[str], None] | None = None) -> ScanResult:
+        cfg = self.config
+        say = progress or (lambda _msg: None)
+        timings: dict[str, float] = {}
+        t0 = time.perf_counter()
+        quarantine = Path(out_dir) / "rejected.jsonl" if out_dir is not None else None
+        if quarantine is not None:
+            quarantine.parent.mkdir(parents=True, exist_ok=True)
+        say("reading events")
+        events, signals, reader = load_events(source, quarantine=quarantine, strict=strict, fmt=fmt,
+                                              mapping=mapping)
+        if quarantine is not None and not quarantine.exists():
+            quarantine.write_bytes(b"")
+        timings["read_s"] = time.perf_counter() - t0
+
+        t = time.perf_counter()
+        say("computing request signals")
+        if signals is None or signals.num_rows != events.num_rows:
+            signals = self.signals(events)
+        timings["signals_s"] = time.perf_counter() - t
+
+        t = time.perf_counter()
+        say("computing account features")
+        ev_t, sg_t = ibis.memtable(events), ibis.memtable(signals)
+        features = account_features(ev_t, sg_t, config=cfg.features).to_pyarrow()
+        timings["features_s"] = time.perf_counter() - t
+
+        t = time.perf_counter()
+        say("scoring accounts")
+        if self.calibration_ is None:
+            calibration = self.scorer.fit(self._drop_allowlisted(features), assumed_benign=True)
+        else:
+            calibration = self.calibration_
+        raw, own, evidence = self.scorer.score(features)
+        timings["score_s"] = time.perf_counter() - t
+
+        t = time.perf_counter()
+        say("linking accounts into campaigns")
+        accts = features.column("account_id").to_pylist()
+        orgs = features.column("org_id").to_pylist()
+        allow_mask = self.allowlist.mask(accts, orgs) if self.allowlist else np.zeros(len(accts), bool)
+        edges = _as_table(self._edges(ev_t, sg_t, config=self._link_config()))
+        scores_tbl = pa.table({"account_id": pa.array(accts, pa.string()), "score": pa.array(own, pa.float64()),
+                               "flagged": pa.array(own >= calibration.threshold)})
+        membership = _membership(self._campaigns(edges, scores_tbl, config=self._link_config()))
+        timings["link_s"] = time.perf_counter() - t
+
+        t = time.perf_counter()
+        say("building findings")
+        builder = _Findings(self, events, signals, features, edges, membership, raw, own, evidence, allow_mask,
+                            calibration)
+        result = builder.build()
+        timings["findings_s"] = time.perf_counter() - t
+        timings["total_s"] = time.perf_counter() - t0
+        result.timings = timings
+        result.rejected = _count_lines(quarantine) if quarantine is not None else 0
+        result.stages = {"read": reader, "signals": self.signals_impl, "campaigns": self.campaigns_impl}
+        if out_dir is not None:
+            result.write(out_dir, write_signals=cfg.write_signals)
+        return result
+
+
+def scan(paths_or_store: Any, *, out_dir: str | Path | None = None, config: DetectConfig | None = None,
+         baseline: Any | None = None, allowlist: Allowlist | str | Path | None = None, strict: bool = False,
+         fmt: str | None = None, mapping: str | None = None,
+         progress: Callable[[str], None] | None = None) -> ScanResult:
+    """Scan traffic and return (and, with ``out_dir``, write) the findings. See docs/detection.md."""
+    if allowlist is not None and not isinstance(allowlist, Allowlist):
+        allowlist = Allowlist.load(allowlist)
+    scanner = Scanner(config, allowlist)
+    if baseline is not None:
+        scanner.fit(baseline, label=_describe(baseline))
+    return scanner.scan(paths_or_store, out_dir=out_dir, strict=strict, fmt=fmt, mapping=mapping, progress=progress)
+
+
+def _describe(src: Any) -> str:
+    if isinstance(src, (str, Path)):
+        return str(src)
+    if isinstance(src, (list, tuple)):
+        return ",".join(map(str, src))
+    return "baseline table"
+
+
+def _count_lines(path: Path | None) -> int:
+    if path is None or not path.exists():
+        return 0
+    with open(path, "rb") as fh:
+        return sum(1 for line in fh if line.strip())
+
+
+def _membership(obj: Any) -> dict[str, str]:
+    """account -> campaign id from whatever find_campaigns returned (table, list of dicts, mapping)."""
+    if obj is None:
+        return {}
+    if isinstance(obj, dict):
+        return {str(k): str(v) for k, v in obj.items()}
+    if not isinstance(obj, pa.Table):
+        obj = list(obj)
+        if obj and isinstance(obj[0], dict) and "accounts" in obj[0]:
+            return {a: c["campaign_id"] for c in obj for a in c["accounts"]}
+        obj = pa.Table.from_pylist(obj) if obj else pa.table({"account_id": [], "campaign_id": []})
+    return dict(zip(obj.column("account_id").to_pylist(), map(str, obj.column("campaign_id").to_pylist())))
+
+
+# ---------------------------------------------------------------------------------------------- findings
+class _Findings:
+    def __init__(self, scanner: Scanner, events, signals, features, edges, membership, raw, own, evidence,
+                 allow_mask, calibration: Calibration):
+        self.s, self.cfg = scanner, scanner.config
+        self.events, self.signals, self.features, self.edges = events, signals, features, edges
+        self.membership, self.raw, self.own, self.evidence = membership, raw, own, evidence
+        self.allow_mask, self.calibration = allow_mask, calibration
+        self.accts = features.column("account_id").to_pylist()
+        self.index = {a: i for i, a in enumerate(self.accts)}
+
+    def build(self) -> ScanResult:
+        cfg, th = self.cfg, self.calibration.threshold
+        n = len(self.accts)
+        final = self.own.copy()
+        camp_of: list[str | None] = [self.membership.get(a) for a in self.accts]
+        groups: dict[str, list[int]] = {}
+        for i, c in enumerate(camp_of):
+            if c is not None:
+                groups.setdefault(c, []).append(i)
+        groups = {c: m for c, m in groups.items() if len(m) >= cfg.min_campaign_accounts}
+        camp_of = [c if c in groups else None for c in camp_of]
+        strong = self._strong_members()
+        edge_summary = self._edge_summary(groups)
+        camp_scores: dict[str, tuple[float, list[dict]]] = {}
+        raw_th = -math.log(1.0 - th)
+        for c, members in groups.items():
+            score, ev = self._campaign_score(c, members, edge_summary.get(c, []))
+            camp_scores[c] = (score, ev)
+            if score >= th:
+                for i in members:
+                    if self.allow_mask[i]:
+                        continue
+                    if strong.get(self.accts[i], False) or self.raw[i] >= 0.25 * raw_th:
+                        if cfg.propagate * score > final[i]:
+                            final[i] = cfg.propagate * score
+                            self.evidence[i].append({
+                                "signal": "campaign", "value": round(score, 4), "threshold": round(th, 4),
+                                "direction": ">", "contribution": None,
+                                "detail": f"member of campaign {c} scoring {score:.3f}"})
+        flagged = (final >= th) & ~self.allow_mask
+        reasons = []
+        allow_reasons = [self.s.allowlist.reason(a, o) if m else None
+                         for a, o, m in zip(self.accts, self.features.column("org_id").to_pylist(), self.allow_mask)]
+        for i in range(n):
+            names = [e["signal"] for e in self.evidence[i][:4] if e["signal"] != "campaign"]
+            if camp_of[i] and any(e["signal"] == "campaign" for e in self.evidence[i]):
+                names.append(f"campaign:{camp_of[i]}")
+            if allow_reasons[i]:
+                names.insert(0, f"allowlisted:{allow_reasons[i]}")
+            reasons.append(";".join(n.replace(";", ",") for n in names))
+        accounts = pa.table({
+            "account_id": pa.array(self.accts, pa.string()),
+            "score": pa.array(np.round(np.clip(final, 0, 1), 6), pa.float64()),
+            "flagged": pa.array(flagged, pa.bool_()),
+            "campaign_id": pa.array(camp_of, pa.string()),
+            "reasons": pa.array(reasons, pa.string()),
+            "raw": pa.array(self.raw, pa.float64()),
+            "own_score": pa.array(self.own, pa.float64()),
+            "allowlisted": pa.array(self.allow_mask, pa.bool_()),
+            "allowlist_reason": pa.array(allow_reasons, pa.string()),
+        })
+        campaigns = self._campaign_docs(groups, camp_scores, edge_summary, flagged)
+        return ScanResult(
+            accounts=accounts, campaigns=campaigns,
+            evidence={a: self.evidence[i] for i, a in enumerate(self.accts) if self.evidence[i]},
+            signals=self.signals, calibration=self.calibration.to_dict(), features=self.features, edges=self.edges,
+            generated_at=datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"))
+
+    def _strong_members(self) -> dict[str, bool]:
+        ew = self.cfg.edge_weights
+        out: dict[str, bool] = {}
+        if self.edges.num_rows == 0:
+            return out
+        kinds = self.edges.column("kind").to_pylist()
+        for a, b, k in zip(self.edges.column("src").to_pylist(), self.edges.column("dst").to_pylist(), kinds):
+            if ew.get(k, 0.0) >= 0.3:
+                out[a] = out[b] = True
+        return out
+
+    def _edge_summary(self, groups: dict[str, list[int]]) -> dict[str, list[dict]]:
+        if self.edges.num_rows == 0 or not groups:
+            return {}
+        camp = {self.accts[i]: c for c, m in groups.items() for i in m}
+        agg: dict[tuple[str, str], dict] = {}
+        cols = [self.edges.column(c).to_pylist() for c in ("src", "dst", "kind", "weight", "count", "detail")]
+        for a, b, k, w, cnt, d in zip(*cols):
+            c = camp.get(a)
+            if c is None or camp.get(b) != c:
+                continue
+            e = agg.setdefault((c, k), {"kind": k, "pairs": 0, "accounts": set(), "weight": 0.0, "count": 0,
+                                        "detail": d})
+            e["pairs"] += 1
+            e["accounts"].update((a, b))
+            e["weight"] += float(w or 0.0)
+            e["count"] += int(cnt or 0)
+        out: dict[str, list[dict]] = {}
+        for (c, _k), e in agg.items():
+            out.setdefault(c, []).append({"kind": e["kind"], "pairs": e["pairs"], "accounts": len(e["accounts"]),
+                                          "weight": round(e["weight"] / e["pairs"], 4), "count": e["count"],
+                                          "detail": (e["detail"] or "")[:300]})
+        for v in out.values():
+            v.sort(key=lambda e: (-e["accounts"], e["kind"]))
+        return out
+
+    def _campaign_score(self, c: str, members: list[int], edges: list[dict]) -> tuple[float, list[dict]]:
+        """member strength (mean raw score of the stronger half) amplified by how strongly they are linked."""
+        raws = np.sort(self.raw[members])[::-1]
+        strength = float(raws[: max(1, math.ceil(len(raws) / 2))].mean())
+        bonus = 0.0
+        ev = [{"signal": "member_strength", "value": round(strength, 4), "threshold": None, "direction": ">",
+               "detail": f"mean raw score of the stronger half of {len(members)} accounts"}]
+        for e in edges:
+            w = self.cfg.edge_weights.get(e["kind"], 0.1)
+            cover = e["accounts"] / len(members)
+            if w > 0:
+                bonus += w * cover
+                ev.append({"signal": f"edge:{e['kind']}", "value": round(cover, 4), "threshold": None,
+                           "direction": ">", "detail": f"{e['pairs']} linked pairs over {e['accounts']} accounts"})
+        size_bonus = 0.2 * min(1.0, math.log10(len(members)) / 2.0)
+        raw = strength * (1.0 + bonus + size_bonus)
+        return float(1.0 - math.exp(-raw)), ev
+
+    def _campaign_docs(self, groups, camp_scores, edge_summary, flagged) -> list[dict]:
+        if not groups:
+            return []
+        th = self.calibration.threshold
+        member_rows = [(a, c) for c, m in groups.items() for a in (self.accts[i] for i in m)]
+        stats = _campaign_stats(self.events, self.signals, member_rows, self.cfg)
+        docs = []
+        for c, members in sorted(groups.items(), key=lambda kv: -camp_scores[kv[0]][0]):
+            score, ev = camp_scores[c]
+            st = stats.get(c, {})
+            kinds = {e["kind"] for e in edge_summary.get(c, [])}
+            atlas = []
+            if score >= th:
+                atlas.append(ATLAS["extract"])
+                if kinds & _PROXY_KINDS or len(members) >= 3:
+                    atlas.append(ATLAS["proxy"])
+                if st.get("jailbreak"):
+                    atlas.append(ATLAS["jailbreak"])
+            top_ev: dict[str, dict] = {}
+            for i in members:
+                for e in self.evidence[i]:
+                    if e["signal"] == "campaign":
+                        continue
+                    cur = top_ev.setdefault(e["signal"], {"signal": e["signal"], "value": e["value"],
+                                                          "threshold": e["threshold"], "accounts": 0,
+                                                          "detail": e["detail"]})
+                    cur["accounts"] += 1
+            docs.append({
+                "campaign_id": c, "score": round(score, 4), "flagged": bool(score >= th),
+                "accounts": sorted(self.accts[i] for i in members), "n_accounts": len(members),
+                "n_flagged_accounts": int(sum(bool(flagged[i]) for i in members)),
+                "first_seen": st.get("first_seen"), "last_seen": st.get("last_seen"),
+                "requests": st.get("requests", 0), "reasoning_tokens": st.get("reasoning_tokens", 0),
+                "output_tokens": st.get("output_tokens", 0),
+                "edges": edge_summary.get(c, []),
+                "capabilities": st.get("capabilities", {}), "benchmarks": st.get("benchmarks", {}),
+                "sample_prompts": st.get("sample_prompts", []), "indicators": st.get("indicators", {}),
+                "atlas": atlas,
+                "evidence": ev + sorted(top_ev.values(), key=lambda e: -e["accounts"])[:8],
+            })
+        return docs
+
+
+def _iso(ts) -> str | None:
+    if ts is None:
+        return None
+    return ts.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _campaign_stats(events: pa.Table, signals: pa.Table, member_rows: list[tuple[str, str]],
+                    cfg: DetectConfig) -> dict[str, dict]:
+    """Volume, time span, capability mix, indicators and sample prompts per campaign (Ibis over DuckDB)."""
+    mem = ibis.memtable(pa.table({"account_id": [a for a, _ in member_rows], "campaign_id": [c for _, c in member_rows]}))
+    ev = ibis.memtable(events.select(["event_id", "account_id", "timestamp", "ip", "asn", "user_agent",
+                                      "payment_fingerprint", "output_tokens", "reasoning_tokens", "user_text"]))
+    sg = ibis.memtable(signals.select(["event_id", "capability", "benchmark", "template_id", "template_sig",
+                                       "system_prompt_id", "extraction_reason"]))
+    t = ev.join(mem, "account_id").left_join(sg, "event_id")
+    base = t.group_by("campaign_id").aggregate(
+        first_seen=t.timestamp.min(), last_seen=t.timestamp.max(), requests=t.count(),
+        reasoning_tokens=t.reasoning_tokens.fill_null(0).sum(), output_tokens=t.output_tokens.fill_null(0).sum(),
+        jailbreak=t.extraction_reason.lower().contains("jailbreak").fill_null(False).ifelse(1, 0).sum(),
+    ).to_pyarrow().to_pylist()
+    out: dict[str, dict] = {r["campaign_id"]: {
+        "first_seen": _iso(r["first_seen"]), "last_seen": _iso(r["last_seen"]), "requests": int(r["requests"]),
+        "reasoning_tokens": int(r["reasoning_tokens"] or 0), "output_tokens": int(r["output_tokens"] or 0),
+        "jailbreak": bool(r["jailbreak"]), "capabilities": {}, "benchmarks": {}, "sample_prompts": [],
+        "indicators": {k: [] for k in ("ips", "cidrs", "asns", "user_agents", "payment_fingerprints",
+                                       "template_ids", "template_sigs", "system_prompt_ids")},
+    } for r in base}
+    for col, key in (("capability", "capabilities"), ("benchmark", "benchmarks")):
+        g = t.filter(t[col].notnull()).group_by(["campaign_id", col]).aggregate(c=ibis._.count()).to_pyarrow().to_pylist()
+        for r in g:
+            d = out[r["campaign_id"]]
+            d[key][r[col]] = d[key].get(r[col], 0) + r["c"]
+        for d in out.values():
+            tot = max(d["requests"], 1)
+            d[key] = {k: round(v / tot, 4) for k, v in sorted(d[key].items(), key=lambda kv: -kv[1])[:6]}
+    # indicators: values shared by two or more member accounts
+    for col, key in (("ip", "ips"), ("asn", "asns"), ("user_agent", "user_agents"),
+                     ("payment_fingerprint", "payment_fingerprints"), ("template_id", "template_ids"),
+                     ("template_sig", "template_sigs"), ("system_prompt_id", "system_prompt_ids")):
+        f = t.filter(t[col].notnull())
+        g = f.group_by(["campaign_id", col]).aggregate(n_acc=f.account_id.nunique(), c=f.count())
+        g = g.filter(g.n_acc >= 2).order_by(["campaign_id", ibis.desc("n_acc"), ibis.desc("c")])
+        for r in g.to_pyarrow().to_pylist():
+            lst = out[r["campaign_id"]]["indicators"][key]
+            if len(lst) < 20:
+                lst.append(r[col])
+    for d in out.values():
+        ips = d["indicators"]["ips"]
+        d["indicators"]["cidrs"] = sorted({".".join(ip.split(".")[:3]) + ".0/24" for ip in ips if ip.count(".") == 3})
+    # a few sample prompts per campaign (first by time), truncated
+    w = ibis.window(group_by="campaign_id", order_by="timestamp")
+    s = t.mutate(rn=ibis.row_number().over(w))
+    s = s.filter(s.rn < cfg.sample_prompts).select("campaign_id", "rn", "user_text").order_by(["campaign_id", "rn"])
+    for r in s.to_pyarrow().to_pylist():
+        text = (r["user_text"] or "")
+        out[r["campaign_id"]]["sample_prompts"].append(text[: cfg.sample_chars])
+    for d in out.values():
+        d.pop("jailbreak_count", None)
+    return out
+
+
+_MINI_REPORT = """<!doctype html><html><head><meta charset="utf-8"><title>distillguard findings</title></head><body>
+<h1>distillguard findings</h1><p>Threshold {{ cal.threshold }} ({{ cal.baseline }}), target FPR {{ cal.target_fpr }}.</p>
+<h2>Campaigns</h2><ul>{% for c in campaigns %}<li>{{ c.campaign_id }}: score {{ c.score }}, {{ c.n_accounts }} accounts,
+flagged {{ c.flagged }}</li>{% endfor %}</ul>
+<h2>Flagged accounts</h2><ul>{% for a in flagged %}<li>{{ a.account_id }} ({{ a.score }}): {{ a.reasons }}</li>{% endfor %}</ul>
+</body></html>"""
+
+
+def write_report(result: ScanResult, out_dir: str | Path) -> tuple[Path, str | None]:
+    """report.html through :mod:`distillguard.report`; ``(path, warning)``. When that part is absent or
+    fails, a bare autoescaped summary page is written instead and the warning says why."""
+    out = Path(out_dir) / "report.html"
+    try:
+        from distillguard.report.render import render_report
+
+        render_report(result.accounts.select(list(ACCOUNTS_HEADER)), result.campaigns_doc(),
+                      events=None, signals=result.signals, edges=result.edges, out_path=out)
+        return out, None
+    except Exception as exc:  # the report is a view of the findings; never lose the findings over it
+        warning = f"report module unavailable or failed ({type(exc).__name__}: {exc}); wrote a plain summary"
+    import jinja2
+
+    env = jinja2.Environment(autoescape=True)
+    flagged = [r for r in result.accounts.select(["account_id", "score", "flagged", "reasons"]).to_pylist()
+               if r["flagged"]]
+    out.write_text(env.from_string(_MINI_REPORT).render(cal=result.calibration, campaigns=result.campaigns,
+                                                        flagged=flagged[:500]), encoding="utf-8")
+    return out, warning
