@@ -27,7 +27,9 @@ app = typer.Typer(
 #: (module, function, command name). Sub-apps (typer.Typer objects) are added as groups.
 _COMMANDS: list[tuple[str, str, str]] = [
     ("distillguard.io.commands", "ingest", "ingest"),
+    ("distillguard.detect.commands", "scan", "scan"),
     ("distillguard.bench.commands", "bench", "bench"),
+    ("distillguard.gateway.commands", "gateway", "gateway"),
 ]
 _GROUPS: list[tuple[str, str, str]] = []
 
