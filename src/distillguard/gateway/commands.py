@@ -1,0 +1,58 @@
+"""``distillguard gateway``: run the enforcement reverse proxy in front of an OpenAI-compatible API."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+EXIT_INPUT = 3  # exit codes of distillguard.cli (not imported: cli imports this module)
+EXIT_CONFIG = 4
+
+
+def gateway(
+    upstream: str = typer.Option(..., "--upstream", help="Base URL of the OpenAI-compatible API to protect."),
+    policy: Optional[Path] = typer.Option(None, "--policy",
+                                          help="Policy YAML (docs/policy.md). Default: built-in shadow policy."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on."),
+    port: int = typer.Option(8088, "--port", help="Port to listen on."),
+    state: str = typer.Option("distillguard-gateway.sqlite", "--state",
+                              help="Online state and audit store: a SQLite path or a redis:// URL."),
+    findings: Optional[Path] = typer.Option(None, "--findings",
+                                            help="Findings dir (accounts.csv) from the last batch scan to load."),
+    check: bool = typer.Option(False, "--check", help="Validate the policy and exit."),
+) -> None:
+    """Run the real-time enforcement gateway (secrets come from the environment: DISTILLGUARD_UPSTREAM_API_KEY,
+    DISTILLGUARD_ADMIN_TOKEN, DISTILLGUARD_GUARDRAIL_API_KEY, DISTILLGUARD_KEY_HASH_SECRET)."""
+    from distillguard.gateway.policy import PolicyError, default_policy, load_policy
+
+    try:
+        pol = load_policy(policy) if policy else default_policy()
+    except PolicyError as exc:
+        typer.echo(f"error: invalid policy: {exc}", err=True)
+        raise typer.Exit(EXIT_CONFIG)
+    if check:
+        typer.echo(f"policy ok: {len(pol.rules)} rules, mode {pol.mode}")
+        return
+    if not upstream.startswith(("http://", "https://")):
+        typer.echo(f"error: --upstream must be an http(s) URL, got {upstream!r}", err=True)
+        raise typer.Exit(2)
+    import uvicorn
+
+    from distillguard.gateway.app import create_app
+
+    secret = os.environ.get(pol.key_hash_secret_env)
+    try:
+        app = create_app(upstream, pol, state, admin_token=os.environ.get("DISTILLGUARD_ADMIN_TOKEN") or None,
+                         upstream_api_key=os.environ.get("DISTILLGUARD_UPSTREAM_API_KEY") or None,
+                         guardrail_api_key=os.environ.get("DISTILLGUARD_GUARDRAIL_API_KEY") or None,
+                         findings=str(findings) if findings else None,
+                         key_hash_secret=secret.encode() if secret else None)
+    except ValueError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(EXIT_INPUT)
+    typer.echo(f"distillguard gateway: {pol.mode} mode, {len(pol.rules)} rules, upstream {upstream}, "
+               f"listening on http://{host}:{port}", err=True)
+    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)

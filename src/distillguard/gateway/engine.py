@@ -1,0 +1,204 @@
+"""The decision engine shared by the reverse proxy, the LiteLLM guardrail and the Generic Guardrail API.
+
+``Engine.decide`` scores one request with :func:`distillguard.signals.score_request` (the same implementation
+the batch pipeline uses), folds it into the account's online state, evaluates the policy and returns a
+:class:`Decision`. Failures of the scorer or the state store follow the policy's ``fail_mode``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from distillguard.gateway.policy import Policy, Verdict
+from distillguard.gateway.state import StateError, StateStore
+
+__all__ = ["Engine", "Decision", "ScorerError", "request_texts", "resolve_account", "default_scorer"]
+
+Scorer = Callable[[str, str, Any], dict]
+
+
+class ScorerError(RuntimeError):
+    """The per-request scorer failed or is unavailable."""
+
+
+def default_scorer() -> Scorer:
+    """:func:`distillguard.signals.score_request`, imported on first use."""
+    try:
+        from distillguard.signals import score_request  # type: ignore[attr-defined]
+    except ImportError as exc:
+        raise ScorerError(f"distillguard.signals.score_request is unavailable: {exc}") from exc
+    return score_request
+
+
+def _text(content: Any) -> str:
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        out = []
+        for part in content:
+            if isinstance(part, str):
+                out.append(part)
+            elif isinstance(part, dict):
+                t = part.get("text") if isinstance(part.get("text"), str) else part.get("input_text")
+                if isinstance(t, str):
+                    out.append(t)
+        return "\n".join(out)
+    return ""
+
+
+def request_texts(body: dict) -> tuple[str, str, list | None]:
+    """(system_text, user_text, tools) of a chat completions or Responses API request body."""
+    system, user = [], []
+    msgs = body.get("messages")
+    if isinstance(msgs, list):
+        for m in msgs:
+            if not isinstance(m, dict):
+                continue
+            role = m.get("role")
+            if role in ("system", "developer"):
+                system.append(_text(m.get("content")))
+            elif role == "user":
+                user.append(_text(m.get("content")))
+    if isinstance(body.get("instructions"), str):
+        system.append(body["instructions"])
+    inp = body.get("input")
+    if isinstance(inp, str):
+        user.append(inp)
+    elif isinstance(inp, list):
+        for item in inp:
+            if isinstance(item, str):
+                user.append(item)
+            elif isinstance(item, dict):
+                role = item.get("role", "user")
+                if role in ("system", "developer"):
+                    system.append(_text(item.get("content")))
+                elif role == "user":
+                    user.append(_text(item.get("content")))
+    if isinstance(body.get("prompt"), str):
+        user.append(body["prompt"])
+    tools = body.get("tools") if isinstance(body.get("tools"), list) else None
+    return "\n\n".join(s for s in system if s), "\n\n".join(u for u in user if u), tools
+
+
+def resolve_account(headers: Any, policy: Policy, secret: bytes | None = None) -> str | None:
+    """Account id from the configured header, else a keyed hash of the bearer API key, else None."""
+    v = headers.get(policy.account_header)
+    if v:
+        return v.strip()[:256]
+    auth = headers.get("authorization") or ""
+    if auth.lower().startswith("bearer ") and auth[7:].strip():
+        key = auth[7:].strip().encode()
+        if secret is None:
+            secret = os.environ.get(policy.key_hash_secret_env, "distillguard-default-key-hash").encode()
+        return "key:" + hmac.new(secret, key, hashlib.sha256).hexdigest()[:24]
+    return None
+
+
+@dataclass
+class Decision:
+    request_id: str
+    account_id: str
+    verdict: Verdict
+    inputs: dict = field(default_factory=dict)
+    error: str | None = None  # scorer/store failure that led to a fail-open or fail-closed outcome
+    fail_closed: bool = False
+
+    @property
+    def action(self) -> str:
+        return self.verdict.action
+
+    @property
+    def effective(self) -> str:
+        """What the gateway actually does: the action when enforced, else allow."""
+        if self.fail_closed:
+            return "unavailable"
+        return self.verdict.effective_action
+
+    def scores(self) -> dict:
+        return {k: v for k, v in self.inputs.items() if not k.startswith("_")}
+
+
+class Engine:
+    def __init__(self, policy: Policy, state: StateStore, scorer: Scorer | None = None,
+                 key_hash_secret: bytes | None = None):
+        self.policy = policy
+        self.state = state
+        self._scorer = scorer
+        self.key_hash_secret = key_hash_secret
+
+    @property
+    def scorer(self) -> Scorer:
+        if self._scorer is None:
+            self._scorer = default_scorer()
+        return self._scorer
+
+    def score(self, body: dict) -> dict:
+        system, user, tools = request_texts(body)
+        try:
+            sig = self.scorer(system, user, tools)
+        except ScorerError:
+            raise
+        except Exception as exc:
+            raise ScorerError(f"{type(exc).__name__}: {exc}") from exc
+        if not isinstance(sig, dict):
+            raise ScorerError(f"score_request returned {type(sig).__name__}, expected dict")
+        return sig
+
+    def decide(self, account_id: str, body: dict, request_id: str, path: str = "",
+               now: float | None = None) -> Decision:
+        now = time.time() if now is None else now
+        pol = self.policy
+        inputs: dict[str, Any] = {
+            "account_id": account_id, "path": path, "model": str(body.get("model") or ""),
+            "stream": bool(body.get("stream")), "allowlisted": account_id in pol.allowlist,
+        }
+        error = None
+        try:
+            sig = self.score(body)
+        except ScorerError as exc:
+            error = f"scorer: {exc}"
+            if pol.fail_scorer == "closed":
+                return self._failed(request_id, account_id, inputs, error)
+            sig = {}
+        extraction = float(sig.get("extraction_score") or 0.0)
+        template_id = sig.get("template_id")
+        inputs.update(
+            extraction_score=extraction,
+            extraction_reason=str(sig.get("extraction_reason") or ""),
+            capability=str(sig.get("capability") or "other"),
+            template_id=str(template_id or ""),
+            benchmark=str(sig.get("benchmark") or ""),
+            benchmark_score=float(sig.get("benchmark_score") or 0.0),
+        )
+        override = None
+        tier = pol.tier_of(account_id)
+        try:
+            st = self.state.update(account_id, now, extraction, template_id)
+            feats = st.features(now, template_id)
+            override = st.active_override(now)
+            if st.tier:
+                tier = st.tier
+            inputs.update(feats)
+            inputs.update(campaign_id=st.campaign_id or "", flagged=st.flagged)
+        except StateError as exc:
+            error = (error + "; " if error else "") + f"store: {exc}"
+            if pol.fail_store == "closed":
+                return self._failed(request_id, account_id, inputs, error)
+        inputs["tier"] = tier
+        if override:
+            verdict = Verdict(override["action"], "override", override.get("reason") or "operator override",
+                              True, int(override.get("retry_after_s") or 60), override.get("replace") or "strip")
+        else:
+            verdict = pol.evaluate(inputs)
+        return Decision(request_id, account_id, verdict, inputs, error)
+
+    def _failed(self, request_id: str, account_id: str, inputs: dict, error: str) -> Decision:
+        v = Verdict("block", "fail_closed", error, True)
+        return Decision(request_id, account_id, v, inputs, error, fail_closed=True)
