@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import csv
-import importlib
 import io
-import math
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable
 
 import ibis
 import numpy as np
@@ -20,6 +18,9 @@ import pyarrow as pa
 from distillguard.detect.allowlist import Allowlist
 from distillguard.detect.scoring import AccountScorer, Calibration, DetectConfig
 from distillguard.features import account_features
+from distillguard.linking import LinkConfig, build_edges
+from distillguard.linking.campaigns import find_campaigns
+from distillguard.signals import compute_signals
 
 __all__ = ["ScanResult", "Scanner", "scan", "ACCOUNTS_HEADER", "ATLAS"]
 
@@ -47,7 +48,7 @@ class ScanResult:
     edges: pa.Table
     rejected: int = 0
     timings: dict = field(default_factory=dict)
-    stages: dict = field(default_factory=dict)  # which implementation ran each stage
+    stages: dict = field(default_factory=dict)  # where the events came from
     generated_at: str = ""
 
     def campaigns_doc(self) -> dict:
@@ -77,29 +78,6 @@ class ScanResult:
             paths["features"] = out / "features.parquet"
             pq.write_table(self.features, paths["features"])
         return paths
-
-
-# ----------------------------------------------------------------------------------------------- stages
-def _stage(module: str, attr: str, fallback: Callable) -> tuple[Callable, str]:
-    try:
-        return getattr(importlib.import_module(module), attr), module
-    except (ImportError, AttributeError):
-        return fallback, "distillguard.detect.fallback"
-
-
-def _as_table(obj: Any, schema: pa.Schema | None = None) -> pa.Table:
-    if isinstance(obj, pa.Table):
-        return obj
-    if isinstance(obj, pa.RecordBatchReader):
-        return obj.read_all()
-    if hasattr(obj, "to_pyarrow"):
-        return obj.to_pyarrow()
-    if isinstance(obj, pa.RecordBatch):
-        return pa.Table.from_batches([obj])
-    batches = list(obj)
-    if batches and isinstance(batches[0], pa.RecordBatch):
-        return pa.Table.from_batches(batches)
-    return pa.Table.from_pylist(batches, schema=schema)
 
 
 def load_events(paths_or_store: Any, *, quarantine: str | Path | None = None, strict: bool = False,
@@ -142,22 +120,13 @@ class Scanner:
         self.allowlist = allowlist or Allowlist()
         self.scorer = AccountScorer(self.config)
         self.calibration_: Calibration | None = None
-        from distillguard.detect import fallback
-        from distillguard.linking import build_edges
-        from distillguard.signals import compute_signals
-
-        self._signals, self.signals_impl = compute_signals, "distillguard.signals"
-        self._edges, self.edges_impl = build_edges, "distillguard.linking"
-        self._campaigns, self.campaigns_impl = _stage("distillguard.linking", "find_campaigns", fallback.find_campaigns)
 
     # -- stage helpers
-    def _link_config(self) -> Any:
-        from distillguard.linking import LinkConfig
-
+    def _link_config(self) -> LinkConfig:
         return LinkConfig.from_dict(self.config.linking or None)
 
     def signals(self, events: pa.Table) -> pa.Table:
-        return _as_table(self._signals(events))
+        return compute_signals(events)
 
     def features(self, events: pa.Table, signals: pa.Table) -> pa.Table:
         return account_features(ibis.memtable(events), ibis.memtable(signals), config=self.config.features).to_pyarrow()
@@ -219,22 +188,23 @@ class Scanner:
         accts = features.column("account_id").to_pylist()
         orgs = features.column("org_id").to_pylist()
         allow_mask = self.allowlist.mask(accts, orgs) if self.allowlist else np.zeros(len(accts), bool)
-        edges = _as_table(self._edges(ev_t, sg_t, config=self._link_config()))
-        scores_tbl = pa.table({"account_id": pa.array(accts, pa.string()), "score": pa.array(own, pa.float64()),
-                               "flagged": pa.array(own >= calibration.threshold)})
-        membership = _membership(self._campaigns(edges, scores_tbl, config=self._link_config()))
+        edges = build_edges(ev_t, sg_t, config=self._link_config())
+        # allowlisted accounts lend no evidence to the campaigns they are linked into
+        scores_tbl = pa.table({"account_id": pa.array(accts, pa.string()),
+                               "score": pa.array(np.where(allow_mask, 0.0, own), pa.float64())})
+        linked = find_campaigns(edges, scores_tbl, config=self._link_config())
         timings["link_s"] = time.perf_counter() - t
 
         t = time.perf_counter()
         say("building findings")
-        builder = _Findings(self, events, signals, features, edges, membership, raw, own, evidence, allow_mask,
+        builder = _Findings(self, events, signals, features, edges, linked, raw, own, evidence, allow_mask,
                             calibration)
         result = builder.build()
         timings["findings_s"] = time.perf_counter() - t
         timings["total_s"] = time.perf_counter() - t0
         result.timings = timings
         result.rejected = _count_lines(quarantine) if quarantine is not None else 0
-        result.stages = {"read": reader, "signals": self.signals_impl, "campaigns": self.campaigns_impl}
+        result.stages = {"read": reader}
         if out_dir is not None:
             result.write(out_dir, write_signals=cfg.write_signals)
         return result
@@ -268,71 +238,45 @@ def _count_lines(path: Path | None) -> int:
         return sum(1 for line in fh if line.strip())
 
 
-def _membership(obj: Any) -> dict[str, str]:
-    """account -> campaign id from whatever find_campaigns returned (table, list of dicts, mapping)."""
-    if obj is None:
-        return {}
-    if isinstance(obj, dict):
-        return {str(k): str(v) for k, v in obj.items()}
-    if not isinstance(obj, pa.Table):
-        obj = list(obj)
-        if obj and isinstance(obj[0], dict) and "accounts" in obj[0]:
-            return {a: c["campaign_id"] for c in obj for a in c["accounts"]}
-        obj = pa.Table.from_pylist(obj) if obj else pa.table({"account_id": [], "campaign_id": []})
-    return dict(zip(obj.column("account_id").to_pylist(), map(str, obj.column("campaign_id").to_pylist())))
-
-
-# ---------------------------------------------------------------------------------------------- findings
 class _Findings:
-    def __init__(self, scanner: Scanner, events, signals, features, edges, membership, raw, own, evidence,
+    """Turns scores and the linking stage's :class:`~distillguard.linking.CampaignResult` into findings."""
+
+    def __init__(self, scanner: Scanner, events, signals, features, edges, linked, raw, own, evidence,
                  allow_mask, calibration: Calibration):
         self.s, self.cfg = scanner, scanner.config
         self.events, self.signals, self.features, self.edges = events, signals, features, edges
-        self.membership, self.raw, self.own, self.evidence = membership, raw, own, evidence
+        self.linked, self.raw, self.own, self.evidence = linked, raw, own, evidence
         self.allow_mask, self.calibration = allow_mask, calibration
         self.accts = features.column("account_id").to_pylist()
-        self.index = {a: i for i, a in enumerate(self.accts)}
 
     def build(self) -> ScanResult:
-        cfg, th = self.cfg, self.calibration.threshold
+        th = self.calibration.threshold
         n = len(self.accts)
-        final = self.own.copy()
-        camp_of: list[str | None] = [self.membership.get(a) for a in self.accts]
-        groups: dict[str, list[int]] = {}
-        for i, c in enumerate(camp_of):
-            if c is not None:
-                groups.setdefault(c, []).append(i)
-        groups = {c: m for c, m in groups.items() if len(m) >= cfg.min_campaign_accounts}
-        camp_of = [c if c in groups else None for c in camp_of]
-        strong = self._strong_members()
-        edge_summary = self._edge_summary(groups)
-        camp_scores: dict[str, tuple[float, list[dict]]] = {}
-        raw_th = -math.log(1.0 - th)
-        for c, members in groups.items():
-            score, ev = self._campaign_score(c, members, edge_summary.get(c, []))
-            camp_scores[c] = (score, ev)
-            if score >= th:
-                for i in members:
-                    if self.allow_mask[i]:
-                        continue
-                    if strong.get(self.accts[i], False) or self.raw[i] >= 0.25 * raw_th:
-                        if cfg.propagate * score > final[i]:
-                            final[i] = cfg.propagate * score
-                            self.evidence[i].append({
-                                "signal": "campaign", "value": round(score, 4), "threshold": round(th, 4),
-                                "direction": ">", "contribution": None,
-                                "detail": f"member of campaign {c} scoring {score:.3f}"})
+        ls = self.linked.account_scores
+        prop = dict(zip(ls.column("account_id").to_pylist(), ls.column("score").to_pylist()))
+        camp_map = dict(zip(self.linked.membership.column("account_id").to_pylist(),
+                            self.linked.membership.column("campaign_id").to_pylist()))
+        camps = {c["campaign_id"]: c for c in self.linked.campaign_records()}
+        camp_of = [camp_map.get(a) for a in self.accts]
+        final = np.array([max(o, float(prop.get(a, o) or 0.0)) for a, o in zip(self.accts, self.own)])
+        for i in np.nonzero(final > self.own + 1e-12)[0]:
+            c = camps[camp_of[i]]
+            self.evidence[i].append({
+                "signal": "campaign", "value": round(float(final[i]), 4), "threshold": round(th, 4),
+                "direction": ">", "contribution": None,
+                "detail": f"member of campaign {camp_of[i]} (score {c['score']:.3f}); own score {self.own[i]:.3f}"})
         flagged = (final >= th) & ~self.allow_mask
-        reasons = []
+        org_ids = self.features.column("org_id").to_pylist()
         allow_reasons = [self.s.allowlist.reason(a, o) if m else None
-                         for a, o, m in zip(self.accts, self.features.column("org_id").to_pylist(), self.allow_mask)]
+                         for a, o, m in zip(self.accts, org_ids, self.allow_mask)]
+        reasons = []
         for i in range(n):
-            names = [e["signal"] for e in self.evidence[i][:4] if e["signal"] != "campaign"]
-            if camp_of[i] and any(e["signal"] == "campaign" for e in self.evidence[i]):
+            names = [e["signal"] for e in self.evidence[i] if e["signal"] != "campaign"][:4]
+            if any(e["signal"] == "campaign" for e in self.evidence[i]):
                 names.append(f"campaign:{camp_of[i]}")
             if allow_reasons[i]:
                 names.insert(0, f"allowlisted:{allow_reasons[i]}")
-            reasons.append(";".join(n.replace(";", ",") for n in names))
+            reasons.append(";".join(x.replace(";", ",") for x in names))
         accounts = pa.table({
             "account_id": pa.array(self.accts, pa.string()),
             "score": pa.array(np.round(np.clip(final, 0, 1), 6), pa.float64()),
@@ -344,106 +288,65 @@ class _Findings:
             "allowlisted": pa.array(self.allow_mask, pa.bool_()),
             "allowlist_reason": pa.array(allow_reasons, pa.string()),
         })
-        campaigns = self._campaign_docs(groups, camp_scores, edge_summary, flagged)
+        campaigns = self._campaign_docs(camps, camp_of, flagged)
         return ScanResult(
             accounts=accounts, campaigns=campaigns,
             evidence={a: self.evidence[i] for i, a in enumerate(self.accts) if self.evidence[i]},
             signals=self.signals, calibration=self.calibration.to_dict(), features=self.features, edges=self.edges,
             generated_at=datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"))
 
-    def _strong_members(self) -> dict[str, bool]:
-        ew = self.cfg.edge_weights
-        out: dict[str, bool] = {}
-        if self.edges.num_rows == 0:
-            return out
-        kinds = self.edges.column("kind").to_pylist()
-        for a, b, k in zip(self.edges.column("src").to_pylist(), self.edges.column("dst").to_pylist(), kinds):
-            if ew.get(k, 0.0) >= 0.3:
-                out[a] = out[b] = True
-        return out
-
-    def _edge_summary(self, groups: dict[str, list[int]]) -> dict[str, list[dict]]:
-        if self.edges.num_rows == 0 or not groups:
-            return {}
-        camp = {self.accts[i]: c for c, m in groups.items() for i in m}
-        agg: dict[tuple[str, str], dict] = {}
-        cols = [self.edges.column(c).to_pylist() for c in ("src", "dst", "kind", "weight", "count", "detail")]
-        for a, b, k, w, cnt, d in zip(*cols):
-            c = camp.get(a)
-            if c is None or camp.get(b) != c:
-                continue
-            e = agg.setdefault((c, k), {"kind": k, "pairs": 0, "accounts": set(), "weight": 0.0, "count": 0,
-                                        "detail": d})
-            e["pairs"] += 1
-            e["accounts"].update((a, b))
-            e["weight"] += float(w or 0.0)
-            e["count"] += int(cnt or 0)
-        out: dict[str, list[dict]] = {}
-        for (c, _k), e in agg.items():
-            out.setdefault(c, []).append({"kind": e["kind"], "pairs": e["pairs"], "accounts": len(e["accounts"]),
-                                          "weight": round(e["weight"] / e["pairs"], 4), "count": e["count"],
-                                          "detail": (e["detail"] or "")[:300]})
-        for v in out.values():
-            v.sort(key=lambda e: (-e["accounts"], e["kind"]))
-        return out
-
-    def _campaign_score(self, c: str, members: list[int], edges: list[dict]) -> tuple[float, list[dict]]:
-        """member strength (mean raw score of the stronger half) amplified by how strongly they are linked."""
-        raws = np.sort(self.raw[members])[::-1]
-        strength = float(raws[: max(1, math.ceil(len(raws) / 2))].mean())
-        bonus = 0.0
-        ev = [{"signal": "member_strength", "value": round(strength, 4), "threshold": None, "direction": ">",
-               "detail": f"mean raw score of the stronger half of {len(members)} accounts"}]
-        for e in edges:
-            w = self.cfg.edge_weights.get(e["kind"], 0.1)
-            cover = e["accounts"] / len(members)
-            if w > 0:
-                bonus += w * cover
-                ev.append({"signal": f"edge:{e['kind']}", "value": round(cover, 4), "threshold": None,
-                           "direction": ">", "detail": f"{e['pairs']} linked pairs over {e['accounts']} accounts"})
-        size_bonus = 0.2 * min(1.0, math.log10(len(members)) / 2.0)
-        raw = strength * (1.0 + bonus + size_bonus)
-        return float(1.0 - math.exp(-raw)), ev
-
-    def _campaign_docs(self, groups, camp_scores, edge_summary, flagged) -> list[dict]:
-        if not groups:
+    def _campaign_docs(self, camps: dict[str, dict], camp_of: list, flagged: np.ndarray) -> list[dict]:
+        if not camps:
             return []
         th = self.calibration.threshold
-        member_rows = [(a, c) for c, m in groups.items() for a in (self.accts[i] for i in m)]
+        members: dict[str, list[int]] = {}
+        for i, c in enumerate(camp_of):
+            if c is not None:
+                members.setdefault(c, []).append(i)
+        member_rows = [(self.accts[i], c) for c, m in members.items() for i in m]
         stats = _campaign_stats(self.events, self.signals, member_rows, self.cfg)
         docs = []
-        for c, members in sorted(groups.items(), key=lambda kv: -camp_scores[kv[0]][0]):
-            score, ev = camp_scores[c]
-            st = stats.get(c, {})
-            kinds = {e["kind"] for e in edge_summary.get(c, [])}
+        for cid, camp in sorted(camps.items(), key=lambda kv: (-kv[1]["score"], kv[0])):
+            idx = members.get(cid, [])
+            st = stats.get(cid, {})
+            score = float(camp["score"])
+            is_flagged = score >= th and any(flagged[i] for i in idx)
+            kinds = {e["kind"] for e in camp.get("edges") or []}
             atlas = []
-            if score >= th:
+            if is_flagged:
                 atlas.append(ATLAS["extract"])
-                if kinds & _PROXY_KINDS or len(members) >= 3:
+                if kinds & _PROXY_KINDS or len(idx) >= 3:
                     atlas.append(ATLAS["proxy"])
                 if st.get("jailbreak"):
                     atlas.append(ATLAS["jailbreak"])
-            top_ev: dict[str, dict] = {}
-            for i in members:
+            tells: dict[str, dict] = {}
+            for i in idx:
                 for e in self.evidence[i]:
                     if e["signal"] == "campaign":
                         continue
-                    cur = top_ev.setdefault(e["signal"], {"signal": e["signal"], "value": e["value"],
-                                                          "threshold": e["threshold"], "accounts": 0,
-                                                          "detail": e["detail"]})
+                    cur = tells.setdefault(e["signal"], {"signal": e["signal"], "value": 0.0, "threshold": e["threshold"],
+                                                         "direction": e["direction"], "accounts": 0, "detail": ""})
                     cur["accounts"] += 1
+                    cur["value"] += e["value"] or 0.0
+            for t in tells.values():
+                t["value"] = round(t["value"] / t["accounts"], 4)
+                t["detail"] = f"mean value over the {t['accounts']} of {len(idx)} member accounts where it fired"
+            ev = [{"signal": "member_evidence", "value": camp.get("evidence"), "threshold": None, "direction": ">",
+                   "detail": "mean own score of the stronger half of the members"},
+                  {"signal": "cohesion", "value": camp.get("cohesion"), "threshold": None, "direction": ">",
+                   "detail": "share of the members' link weight that stays inside the campaign"}]
             docs.append({
-                "campaign_id": c, "score": round(score, 4), "flagged": bool(score >= th),
-                "accounts": sorted(self.accts[i] for i in members), "n_accounts": len(members),
-                "n_flagged_accounts": int(sum(bool(flagged[i]) for i in members)),
+                "campaign_id": cid, "score": round(score, 4), "flagged": bool(is_flagged),
+                "accounts": camp.get("accounts") or sorted(self.accts[i] for i in idx), "n_accounts": len(idx),
+                "n_flagged_accounts": int(sum(bool(flagged[i]) for i in idx)),
                 "first_seen": st.get("first_seen"), "last_seen": st.get("last_seen"),
                 "requests": st.get("requests", 0), "reasoning_tokens": st.get("reasoning_tokens", 0),
                 "output_tokens": st.get("output_tokens", 0),
-                "edges": edge_summary.get(c, []),
+                "edges": camp.get("edges") or [],
                 "capabilities": st.get("capabilities", {}), "benchmarks": st.get("benchmarks", {}),
                 "sample_prompts": st.get("sample_prompts", []), "indicators": st.get("indicators", {}),
                 "atlas": atlas,
-                "evidence": ev + sorted(top_ev.values(), key=lambda e: -e["accounts"])[:8],
+                "evidence": ev + sorted(tells.values(), key=lambda e: (-e["accounts"], e["signal"]))[:8],
             })
         return docs
 
