@@ -315,6 +315,9 @@ class SQLiteState(StateStore):
         return [dict(zip(AUDIT_COLUMNS, r)) for r in rows]
 
     def close(self) -> None:
+        if self.path == ":memory:":  # nothing outlives the process; keep it readable after shutdown
+            self._flush_once()
+            return
         if self._stop.is_set():
             return
         self._stop.set()

@@ -1,0 +1,209 @@
+"""Faults: upstream 5xx, resets, timeouts and slow or broken streams; scorer and store failures (open/closed)."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import time
+
+import httpx
+import orjson
+import pytest
+from starlette.testclient import TestClient
+
+from distillguard.gateway.app import create_app
+from distillguard.gateway.policy import parse_policy
+from distillguard.gateway.stub import ANSWER, StubUpstream
+from gateway_fixtures import LoopbackServer, keyword_scorer
+
+BODY = {"model": "m", "messages": [{"role": "user", "content": "hello"}]}
+OK = {"id": "x", "object": "chat.completion", "choices": [
+    {"index": 0, "message": {"role": "assistant", "content": "fine"}, "finish_reason": "stop"}]}
+
+
+def policy(extra: str = "", retries: int = 1, **up) -> object:
+    ups = ", ".join(f"{k}: {v}" for k, v in up.items())
+    return parse_policy(f"mode: enforce\nupstream: {{retries: {retries}, retry_backoff_s: 0{', ' + ups if ups else ''}}}\n"
+                        + extra)
+
+
+class Script:
+    """MockTransport handler that plays a script of outcomes and counts the calls it gets."""
+
+    def __init__(self, *outcomes):
+        self.outcomes = list(outcomes)
+        self.calls = 0
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        self.calls += 1
+        out = self.outcomes.pop(0) if len(self.outcomes) > 1 else self.outcomes[0]
+        if isinstance(out, Exception):
+            raise out
+        if isinstance(out, int):
+            return httpx.Response(out, json={"error": {"message": f"status {out}"}})
+        return httpx.Response(200, json=out)
+
+
+def app_with(script, pol, scorer=keyword_scorer, state=None):
+    return create_app("http://upstream.test", pol, state, scorer=scorer, transport=httpx.MockTransport(script))
+
+
+def call(app, body=BODY, account="acct"):
+    with TestClient(app) as c:
+        return c.post("/v1/chat/completions", content=orjson.dumps(body), headers={"x-account-id": account})
+
+
+def audit(app):
+    return app.state.gateway.state.audit_rows()
+
+
+def test_5xx_retried_then_success_answers_once():
+    s = Script(503, OK)
+    app = app_with(s, policy(retries=1))
+    r = call(app)
+    assert r.status_code == 200 and r.json()["choices"][0]["message"]["content"] == "fine"
+    assert s.calls == 2
+    rows = audit(app)
+    assert len(rows) == 1 and rows[0]["attempts"] == 2 and rows[0]["status_code"] == 200
+
+
+def test_5xx_passed_through_when_not_retried():
+    s = Script(503)
+    r = call(app_with(s, policy(retries=0)))
+    assert r.status_code == 503 and r.json()["error"]["message"] == "status 503" and s.calls == 1
+    s = Script(500)  # 500 is not in retry_statuses: passed through at once
+    app = app_with(s, policy(retries=3))
+    r = call(app)
+    assert r.status_code == 500 and s.calls == 1 and audit(app)[0]["upstream_status"] == 500
+
+
+def test_5xx_retries_exhausted_passes_last_answer():
+    s = Script(502, 502, 502)
+    r = call(app_with(s, policy(retries=2)))
+    assert r.status_code == 502 and s.calls == 3
+
+
+def test_connection_reset_retried_and_reported():
+    s = Script(httpx.ReadError("connection reset by peer"), OK)
+    assert call(app_with(s, policy(retries=1))).status_code == 200 and s.calls == 2
+    s = Script(httpx.RemoteProtocolError("Server disconnected without sending a response."))
+    app = app_with(s, policy(retries=1))
+    r = call(app)
+    assert r.status_code == 502 and r.json()["error"]["code"] == "upstream_connection" and s.calls == 2
+    assert len(audit(app)) == 1 and audit(app)[0]["error"] == "upstream connection"
+
+
+def test_upstream_timeout_real_socket():
+    stub = StubUpstream(timeout_sleep_s=3.0)
+    with LoopbackServer(stub.app) as up:
+        app = create_app(up.url, policy(retries=1, timeout_s=0.3), scorer=keyword_scorer)
+        with TestClient(app) as c:
+            t0 = time.monotonic()
+            r = c.post("/v1/chat/completions", content=orjson.dumps(BODY),
+                       headers={"x-account-id": "a", "x-stub-fault": "timeout", "x-request-id": "rq-timeout"})
+            elapsed = time.monotonic() - t0
+    assert r.status_code == 504 and r.json()["error"]["code"] == "upstream_timeout"
+    assert elapsed < 2.5 and stub.hits["rq-timeout"] == 2
+    assert [row["attempts"] for row in audit(app)] == [2]
+
+
+def test_slow_stream_within_and_beyond_idle_timeout():
+    stub = StubUpstream()
+    with LoopbackServer(stub.app) as up:
+        ok = create_app(up.url, policy(retries=0, stream_idle_timeout_s=2), scorer=keyword_scorer)
+        with TestClient(ok) as c:
+            r = c.post("/v1/chat/completions", content=orjson.dumps(dict(BODY, stream=True)),
+                       headers={"x-account-id": "a", "x-stub-fault": "slow"})
+        assert r.status_code == 200 and r.text.rstrip().endswith("[DONE]") and "error" not in r.text
+        slow = create_app(up.url, policy(retries=0, stream_idle_timeout_s=0.01), scorer=keyword_scorer)
+        with TestClient(slow) as c:
+            r = c.post("/v1/chat/completions", content=orjson.dumps(dict(BODY, stream=True)),
+                       headers={"x-account-id": "a", "x-stub-fault": "slow", "x-request-id": "rq-slow"})
+    assert r.status_code == 200  # headers were already sent; the stream ends with an error event
+    assert "upstream_stream_timeout" in r.text and "[DONE]" not in r.text
+    assert stub.hits["rq-slow"] == 1, "a started stream is never retried"
+    rows = audit(slow)
+    assert len(rows) == 1 and rows[0]["error"] == "upstream stream_timeout" and rows[0]["status_code"] == 504
+
+
+def test_stream_cut_midway_reports_error_once():
+    stub = StubUpstream()
+    with LoopbackServer(stub.app) as up:
+        app = create_app(up.url, policy(retries=2), scorer=keyword_scorer)
+        with TestClient(app) as c:
+            r = c.post("/v1/chat/completions", content=orjson.dumps(dict(BODY, stream=True)),
+                       headers={"x-account-id": "a", "x-stub-fault": "cut", "x-request-id": "rq-cut"})
+    assert "upstream_stream_broken" in r.text and ANSWER.split()[0] not in r.text.split("upstream")[-1]
+    assert stub.hits["rq-cut"] == 1
+    assert len(audit(app)) == 1 and audit(app)[0]["error"] == "upstream stream_broken"
+
+
+def _boom(system, user, tools):
+    raise RuntimeError("model server for signals is down")
+
+
+@pytest.mark.parametrize("mode,status,calls", [("open", 200, 1), ("closed", 503, 0)])
+def test_scorer_failure_follows_fail_mode(mode, status, calls):
+    s = Script(OK)
+    app = app_with(s, policy(f"fail_mode: {{scorer: {mode}}}\n"), scorer=_boom)
+    r = call(app)
+    assert r.status_code == status and s.calls == calls
+    if mode == "closed":
+        assert r.json()["error"]["code"] == "distillguard_unavailable"
+    rows = audit(app)
+    assert len(rows) == 1 and "model server for signals is down" in rows[0]["error"]
+    metrics = TestClient(app).get("/metrics").text
+    assert f'distillguard_gateway_component_failures_total{{component="scorer",mode="{mode}"}} 1.0' in metrics
+
+
+@pytest.mark.parametrize("mode,status,calls", [("open", 200, 1), ("closed", 503, 0)])
+def test_store_failure_follows_fail_mode(mode, status, calls):
+    s = Script(OK)
+    app = app_with(s, policy(f"fail_mode: {{store: {mode}}}\n"))
+    app.state.gateway.state.broken = "disk I/O error"
+    r = call(app)
+    assert r.status_code == status and s.calls == calls
+    metrics = TestClient(app).get("/metrics").text
+    assert "distillguard_gateway_audit_failures_total 1.0" in metrics  # the store could not take the row
+    app.state.gateway.state.broken = None
+    assert call(app).status_code == 200
+
+
+def test_concurrent_requests_with_random_faults_each_answered_once():
+    import random
+
+    rng = random.Random(7)
+    seen = collections.Counter()
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        rid = request.headers["x-request-id"]
+        seen[rid] += 1
+        roll = rng.random()
+        if roll < 0.15:
+            raise httpx.ReadError("reset")
+        if roll < 0.3:
+            return httpx.Response(503, json={"error": {"message": "busy"}})
+        return httpx.Response(200, json=OK)
+
+    app = create_app("http://upstream.test", policy(retries=2), scorer=keyword_scorer,
+                     transport=httpx.MockTransport(handler))
+
+    async def run() -> list[httpx.Response]:
+        gw = app.state.gateway
+        await gw.startup()
+        try:
+            async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw") as c:
+                return await asyncio.gather(*[
+                    c.post("/v1/chat/completions", content=orjson.dumps(BODY),
+                           headers={"x-account-id": f"a{i % 7}", "x-request-id": f"r{i}"}) for i in range(200)])
+        finally:
+            gw.state.flush()
+
+    responses = asyncio.run(run())
+    assert len(responses) == 200
+    statuses = collections.Counter(r.status_code for r in responses)
+    assert set(statuses) <= {200, 502, 503} and statuses[200] > 150
+    rows = audit(app)
+    assert len(rows) == 200 and len({r["request_id"] for r in rows}) == 200
+    for r in rows:
+        assert r["attempts"] == seen[r["request_id"]] <= 3
