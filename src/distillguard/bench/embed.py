@@ -56,6 +56,9 @@ class HashEmbedder:
             idx = rng.choice(len(texts), self.max_fit_texts, replace=False)
             texts = [texts[i] for i in sorted(idx)]
         x = self._hash(texts)
+        # keep only the hashed n-grams the baseline uses: the SVD then works on thousands of columns, not 2^18
+        self.columns_ = np.unique(x.indices)
+        x = x[:, self.columns_]
         self.tfidf_ = TfidfTransformer(sublinear_tf=True).fit(x)
         xt = self.tfidf_.transform(x)
         k = max(1, min(self.dim, xt.shape[0] - 1, xt.shape[1] - 1))
@@ -68,7 +71,8 @@ class HashEmbedder:
         texts = list(texts)
         out = np.zeros((len(texts), self.svd_.n_components), dtype=np.float32)
         for start in range(0, len(texts), batch):
-            z = self.svd_.transform(self.tfidf_.transform(self._hash(texts[start:start + batch])))
+            x = self._hash(texts[start:start + batch])[:, self.columns_]
+            z = self.svd_.transform(self.tfidf_.transform(x))
             norm = np.linalg.norm(z, axis=1, keepdims=True)
             out[start:start + batch] = z / np.where(norm > 0, norm, 1.0)
         return out

@@ -109,27 +109,45 @@ class BaselineMethod(Method):
 
 
 class DetectorMethod(Method):
-    """distillguard's own detector through ``distillguard.detect.scan``."""
+    """distillguard's own detector through :class:`distillguard.detect.Scanner`: fitted once on the
+    baseline, then run on each prefix. Per-request signals do not depend on the prefix, so they are
+    computed once for the whole test stream and sliced."""
 
     name = "distillguard"
 
     def __init__(self, target_fpr: float = 0.001):
-        from distillguard.detect import scan  # noqa: F401  (ImportError = engine not landed)
+        from distillguard.detect import Scanner  # noqa: F401  (ImportError: engine not available)
 
         self.target_fpr = target_fpr
 
     def fit(self, baseline: Traffic) -> None:
-        self._baseline = baseline.benign_events()
+        from distillguard.detect import Allowlist, DetectConfig, Scanner
+
+        self.scanner_ = Scanner(DetectConfig(target_fpr=self.target_fpr),
+                                Allowlist(accounts={a: "licensed (scenario allowlist)" for a in baseline.allowlist}))
+        self.scanner_.fit(baseline.benign_events(), label="bench baseline (benign accounts of another seed)")
+
+    def prepare(self, test: Traffic) -> None:
+        from distillguard.detect import Allowlist
+
+        self.scanner_.allowlist = Allowlist(accounts={a: "licensed (scenario allowlist)" for a in test.allowlist})
+        self._ids = test.events.column("event_id")
+        self._full_signals = self.scanner_.signals(test.events)
+        full_signals, ids = self._full_signals, self._ids
+        compute = type(self.scanner_).signals.__get__(self.scanner_)
+
+        def cached_signals(events: pa.Table) -> pa.Table:
+            k = events.num_rows
+            if (0 < k <= full_signals.num_rows and full_signals.column("event_id")[k - 1] == ids[k - 1]
+                    and events.column("event_id")[k - 1] == ids[k - 1]):
+                return full_signals.slice(0, k)
+            return compute(events)
+
+        self.scanner_.signals = cached_signals
 
     def run(self, test: Traffic, k: int) -> AccountResult:
-        from distillguard.detect import scan
-
-        events = test.events.slice(0, k)
-        res = scan(events, baseline=self._baseline, allowlist=sorted(test.allowlist),
-                   target_fpr=self.target_fpr)
-        acc = res.accounts if hasattr(res, "accounts") else res
-        if not isinstance(acc, pa.Table):
-            acc = pa.Table.from_pandas(acc) if hasattr(acc, "to_dict") else pa.Table.from_pylist(acc)
+        res = self.scanner_.scan(test.events.slice(0, k))
+        acc = res.accounts
         return AccountResult(acc.column("account_id").to_pylist(),
                              np.asarray(acc.column("score").to_pylist(), dtype=float),
                              np.asarray(acc.column("flagged").to_pylist(), dtype=bool))
