@@ -27,6 +27,7 @@ app = typer.Typer(
 #: (module, function, command name). Sub-apps (typer.Typer objects) are added as groups.
 _COMMANDS: list[tuple[str, str, str]] = [
     ("distillguard.io.commands", "ingest", "ingest"),
+    ("distillguard.signals.commands", "signals", "signals"),
     ("distillguard.report.commands", "report", "report"),
     ("distillguard.sim.commands", "simulate", "simulate"),
     ("distillguard.detect.commands", "scan", "scan"),

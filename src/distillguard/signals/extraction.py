@@ -1,0 +1,101 @@
+"""The fast reasoning-extraction classifier: a logistic model over the YAML rule hits and hashed word
+unigrams/bigrams of the prepared text. No neural network.
+
+Features of one prompt (``x``): one binary column per extraction rule, and ``N_BUCKETS`` hashed columns
+holding the count of each unigram/bigram divided by the square root of the number of n-grams. The model
+file ``model.npz`` (written by bench/train_extraction.py) holds ``rule_w``, the non-zero hashed weights
+(``hash_idx``, ``hash_w``), ``bias``, and ``terms``: readable n-grams behind the largest positive weights,
+used for the explanation. Without a model file the rule weights from rules.yaml are used alone.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import scipy.sparse as sp
+
+from . import text as T
+from .rules import RuleSet, load_rules
+
+__all__ = ["N_BUCKETS", "ExtractionModel", "load_model", "hashed_ngrams", "feature_matrix"]
+
+N_BUCKETS = 1 << 18
+_UNI = np.uint64(0x51ED27)  # domain separators for unigram vs bigram hashes
+
+
+def hashed_ngrams(h: np.ndarray, doc: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Bucket index and document index of every unigram and within-document bigram."""
+    uni = T.mix64(h ^ _UNI)
+    bi, bdoc, _ = T.ngram_hashes(h, doc, 2)
+    buckets = np.concatenate([uni, bi]) % np.uint64(N_BUCKETS)
+    return buckets.astype(np.int64), np.concatenate([doc, bdoc]).astype(np.int64)
+
+
+def feature_matrix(rule_hits: np.ndarray, buckets: np.ndarray, bdoc: np.ndarray, n_docs: int) -> sp.csr_matrix:
+    """The design matrix used for training (the scorer computes the same product without building it)."""
+    n = np.bincount(bdoc, minlength=n_docs).astype(np.float64)
+    val = 1.0 / np.sqrt(np.maximum(n[bdoc], 1.0))
+    hashed = sp.csr_matrix((val, (bdoc, buckets)), shape=(n_docs, N_BUCKETS))
+    return sp.hstack([sp.csr_matrix(rule_hits.astype(np.float64)), hashed], format="csr")
+
+
+@dataclass
+class ExtractionModel:
+    rule_names: tuple[str, ...]
+    rule_w: np.ndarray
+    hash_w: np.ndarray  # dense, N_BUCKETS
+    bias: float
+    terms: dict[int, str] = field(default_factory=dict)
+    trained: bool = True
+
+    @classmethod
+    def from_rules(cls, rules: RuleSet) -> "ExtractionModel":
+        w = np.array([r.weight for r in rules.extraction], dtype=np.float64)
+        return cls(rules.extraction_names, w, np.zeros(N_BUCKETS, np.float32), -2.0, {}, trained=False)
+
+    def logits(self, rule_hits: np.ndarray, buckets: np.ndarray, bdoc: np.ndarray, n_docs: int) -> np.ndarray:
+        z = rule_hits.astype(np.float64) @ self.rule_w + self.bias
+        if len(buckets):
+            n = np.bincount(bdoc, minlength=n_docs).astype(np.float64)
+            s = np.bincount(bdoc, weights=self.hash_w[buckets].astype(np.float64), minlength=n_docs)
+            z = z + s / np.sqrt(np.maximum(n, 1.0))
+        return z
+
+    def save(self, path: str | os.PathLike) -> None:
+        nz = np.flatnonzero(self.hash_w)
+        keys = np.array(sorted(self.terms), dtype=np.int64)
+        np.savez_compressed(path, rule_names=np.array(self.rule_names), rule_w=self.rule_w,
+                            hash_idx=nz.astype(np.int32), hash_w=self.hash_w[nz].astype(np.float16),
+                            bias=np.array([self.bias]), term_idx=keys,
+                            term_txt=np.array([self.terms[int(k)] for k in keys], dtype=str))
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, rules: RuleSet) -> "ExtractionModel":
+        with np.load(path, allow_pickle=False) as z:
+            names = tuple(z["rule_names"].tolist())
+            if names != rules.extraction_names:
+                raise ValueError(f"{path}: model was trained with rules {names}, rules.yaml has "
+                                 f"{rules.extraction_names}; retrain with bench/train_extraction.py")
+            w = np.zeros(N_BUCKETS, np.float32)
+            w[z["hash_idx"]] = z["hash_w"].astype(np.float32)
+            terms = dict(zip(z["term_idx"].tolist(), z["term_txt"].tolist()))
+            return cls(names, z["rule_w"].astype(np.float64), w, float(z["bias"][0]), terms)
+
+
+def model_path() -> Path:
+    return Path(str(resources.files("distillguard.signals").joinpath("model.npz")))
+
+
+@lru_cache(maxsize=1)
+def load_model() -> ExtractionModel:
+    """The packaged trained model, or the rule-prior model when none is packaged."""
+    rules = load_rules()
+    p = model_path()
+    if p.is_file():
+        return ExtractionModel.load(p, rules)
+    return ExtractionModel.from_rules(rules)
