@@ -42,6 +42,7 @@ def derived_values(features: pa.Table) -> dict[str, np.ndarray]:
     age = _col(features, "account_age_days", fill=np.inf)
     return {
         "extraction_share": _col(features, "extraction_share"),
+        "extraction_mean": volume_ok * _col(features, "extraction_mean"),
         # many distinct items, one reasoning-heavy capability, no single dominant template
         "harvest_focus": volume_ok * np.minimum(top_cap, reasoning_share) * diversity * (1.0 - top_tpl),
         # public benchmark items, each asked once (a partition of a data set, not a repeated eval run)
@@ -82,6 +83,12 @@ class AccountTell(Detector):
 
     def _values(self, features: pa.Table) -> np.ndarray:
         return derived_values(features)[self.value_key]
+
+    def reset(self) -> "AccountTell":
+        """Back to the prior threshold (the floor) before any fit."""
+        for k in [k for k in vars(self) if k.endswith("_")]:
+            delattr(self, k)
+        return self
 
     def fit(self, baseline: pa.Table) -> "AccountTell":
         v = self._values(baseline)
@@ -132,23 +139,26 @@ def _tell(name: str, value_key: str, label: str, higher: bool = True) -> type[Ac
     return register(cls)
 
 
-#: name -> (class, default config). Weights: a single tell other than extraction stays below the default
-#: flag threshold; two or more together cross it.
+#: name -> (class, default config). The extraction tells carry most weight; any other single tell stays
+#: well below the default flag threshold (raw 0.92 for score 0.6), so benign heavy users showing one or two
+#: of them (eval runners: fast pivot + long reasoning; enterprise: machine timing + volume) are not flagged.
 TELLS: dict[str, tuple[type[AccountTell], dict]] = {
     "extraction_share": (_tell("extraction_share", "extraction_share", "share of requests demanding hidden reasoning"),
-                         dict(floor=0.10, cap=0.40, saturate=3.0, weight=1.4)),
-    "harvest_focus": (_tell("harvest_focus", "harvest_focus", "narrow reasoning focus over many distinct items"),
-                      dict(floor=0.45, cap=0.75, saturate=1.6, weight=0.7)),
-    "benchmark_sweep": (_tell("benchmark_sweep", "benchmark_sweep", "share of public benchmark items, each asked once"),
-                        dict(floor=0.30, cap=0.70, saturate=2.5, weight=0.45)),
-    "fast_pivot": (_tell("fast_pivot", "fast_pivot", "share of traffic moved to a model within 24 h of its release"),
-                   dict(floor=0.20, cap=0.60, saturate=3.0, weight=0.35)),
+                         dict(floor=0.05, cap=0.15, saturate=4.0, weight=1.5)),
+    "extraction_intensity": (_tell("extraction_intensity", "extraction_mean", "mean extraction score of the requests"),
+                             dict(floor=0.20, cap=0.30, saturate=2.0, weight=0.6)),
     "young_account": (_tell("young_account", "account_age_days", "account age in days at first request", higher=False),
-                      dict(floor=14.0, cap=2.0, quantile=0.99, saturate=14.0, weight=0.45)),
-    "reasoning_harvest": (_tell("reasoning_harvest", "reasoning_harvest", "high-effort long-reasoning requests with token budgets"),
-                          dict(floor=0.30, cap=0.70, saturate=2.5, weight=0.2)),
+                      dict(floor=30.0, cap=7.0, quantile=0.99, saturate=30.0, weight=0.5)),
     "machine_timing": (_tell("machine_timing", "machine_timing", "round-the-clock evenly spaced traffic"),
-                       dict(floor=0.60, cap=0.85, saturate=1.4, weight=0.2)),
+                       dict(floor=0.30, cap=0.60, saturate=2.0, weight=0.3)),
+    "benchmark_sweep": (_tell("benchmark_sweep", "benchmark_sweep", "share of public benchmark items, each asked once"),
+                        dict(floor=0.30, cap=0.70, saturate=2.5, weight=0.3)),
+    "harvest_focus": (_tell("harvest_focus", "harvest_focus", "narrow reasoning focus over many distinct items"),
+                      dict(floor=0.45, cap=0.85, saturate=1.6, weight=0.15)),
+    "fast_pivot": (_tell("fast_pivot", "fast_pivot", "share of traffic moved to a model within 24 h of its release"),
+                   dict(floor=0.20, cap=0.60, saturate=3.0, weight=0.15)),
+    "reasoning_harvest": (_tell("reasoning_harvest", "reasoning_harvest", "high-effort long-reasoning requests with token budgets"),
+                          dict(floor=0.30, cap=0.70, saturate=2.5, weight=0.1)),
     "volume": (_tell("volume", "requests_per_day", "requests per day"),
                dict(floor=500.0, cap=20000.0, quantile=0.995, saturate=4.0, weight=0.1)),
 }

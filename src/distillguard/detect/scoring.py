@@ -6,10 +6,11 @@ item (signal, value, threshold, contribution), so the score is the sum of what a
 Calibration (``target_fpr``): the threshold is the (1 - target_fpr) quantile of the scores of benign
 accounts, clipped to [min_threshold, max_threshold].
 - With a baseline (known-benign traffic), the tells are fitted on it and the quantile is taken over it.
-- Without one, the scanned traffic is *assumed mostly benign*: tells are fitted on all accounts (their
-  thresholds are clipped between floor and cap, so a contaminated tail cannot push them far), then every
-  account whose score reaches ``min_threshold`` and the top ``tail_exclude`` share of the rest are set
-  aside as possibly hostile, the tells are refitted on the remaining bulk and the quantile is taken there.
+- Without one, the scanned traffic is *assumed mostly benign*, but may hold a sizeable hostile minority
+  (10-15 % of accounts in the simulator). A quantile over all accounts would then sit inside the attackers,
+  so: (1) every account is scored with the tells at their prior thresholds (the floors); (2) accounts whose
+  score reaches ``exclude_share * min_threshold`` and the top ``tail_exclude`` share of the rest are set
+  aside; (3) the tells are fitted on the remaining bulk and the quantile is taken over the bulk's scores.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ class DetectConfig:
     min_threshold: float = 0.6
     max_threshold: float = 0.97
     tail_exclude: float = 0.05
+    exclude_share: float = 0.5
     tells: dict = field(default_factory=dict)
     features: FeatureConfig = field(default_factory=FeatureConfig)
     linking: dict = field(default_factory=dict)
@@ -113,12 +115,15 @@ class AccountScorer:
     # -- fitting and calibration
     def fit(self, baseline_features: pa.Table, *, assumed_benign: bool, label: str = "baseline") -> Calibration:
         cfg = self.config
-        for t in self.tells:
-            t.fit(baseline_features)
         bulk = baseline_features
+        for t in self.tells:
+            if assumed_benign:
+                t.reset()
+            else:
+                t.fit(baseline_features)
         if assumed_benign and baseline_features.num_rows:
             s = self.squash(self.raw_scores(baseline_features))
-            keep = s < cfg.min_threshold
+            keep = s < cfg.exclude_share * cfg.min_threshold
             if keep.sum() > 10 and cfg.tail_exclude > 0:
                 cut = np.quantile(s[keep], 1.0 - cfg.tail_exclude)
                 keep &= s <= cut
