@@ -104,16 +104,39 @@ DEV_SYSTEMS = ("You are a senior software engineer. Answer with code first, then
 # ----------------------------------------------------------------------------------------------- extraction templates
 
 
+_PREFIXES = ("", "", "", "Important: ", "Note: ", "Please: ", "Requirement - ", "IMPORTANT!! ", "One more thing: ",
+             "P.S. ", "Reminder: ", "For our dataset, ", "Strict rule: ", "Formatting: ")
+_SUFFIXES = ("", "", "", " Thanks.", " This is mandatory.", " Do not skip this.", " No exceptions.", " (required)",
+             " Keep the format.", " I will check.", " Be exhaustive.", " Longer is better.")
+_SYNONYMS = {
+    "complete": ("complete", "full", "entire", "whole", "unabridged"), "full": ("full", "complete", "entire", "whole"),
+    "entire": ("entire", "complete", "whole"), "reasoning": ("reasoning", "thinking", "deliberation", "reasoning"),
+    "hidden": ("hidden", "internal", "private", "concealed", "secret"), "internal": ("internal", "inner", "hidden"),
+    "verbatim,": ("verbatim,", "word for word,", "exactly,", "as-is,"), "answer.": ("answer.", "solution.", "result."),
+    "Output": ("Output", "Print", "Write", "Give", "Emit"), "Show": ("Show", "Display", "Present", "Reveal"),
+    "every": ("every", "each", "all of every"), "before": ("before", "ahead of", "prior to"),
+    "thought": ("thought", "thinking", "cognitive"), "Do": ("Do", "Please do"),
+}
+
+
+def paraphrase(phrase: str, r: random.Random) -> str:
+    """A surface rewording of an instruction: synonyms, a lead-in and a tail."""
+    words = [r.choice(_SYNONYMS[w]) if w in _SYNONYMS and r.random() < 0.7 else w for w in phrase.split(" ")]
+    return r.choice(_PREFIXES) + " ".join(words) + r.choice(_SUFFIXES)
+
+
 class Template:
     """One extraction prompt shape: placement, instruction, optional role-play wrapper and JSON spec."""
 
     __slots__ = ("placement", "phrase", "wrapper", "spec", "system", "leadin")
 
-    def __init__(self, r: random.Random, placement: str, paraphrase_pool: bool = False) -> None:
+    def __init__(self, r: random.Random, placement: str, reword: bool = False) -> None:
         if placement == "mixed":
             placement = r.choice(("system", "user"))
         self.placement = placement
         self.phrase = r.choice(phrases.EXTRACTION)
+        if reword:
+            self.phrase = paraphrase(self.phrase, r)
         self.wrapper = r.choice(phrases.ROLEPLAY) if r.random() < 0.3 else None
         self.spec = r.choice(phrases.JSON_SPECS) if r.random() < 0.35 else None
         self.system = r.choice(SYSTEM_BASES)

@@ -606,7 +606,7 @@ class Campaign(Group):
         if cap in ("math", "code", "reasoning"):
             pool = {"math": p.math_train, "code": p.code_train, "reasoning": p.mc}[cap]
             if self.cfg["partition"]:
-                share = math.ceil(len(pool) / self.n)
+                share = max(1, len(pool) // self.n)  # disjoint slices (overlap only if pool < accounts)
                 j = (i * share + self.cursor[i] % share) % len(pool)
                 self.cursor[i] += 1
             else:
@@ -642,7 +642,7 @@ class Campaign(Group):
             task, sysm, tools = self._task(i, cap, r)
             extraction = r.random() < cfg["extraction_share"]
             if extraction:
-                tpl = self.templates[r.randrange(len(self.templates))] if self.templates else C.Template(r, cfg["placement"])
+                tpl = self.templates[r.randrange(len(self.templates))] if self.templates else C.Template(r, cfg["placement"], reword=True)
                 sysm, user = tpl.apply(task, r.randrange(1, 5000), sysm)
             else:
                 user = task
