@@ -1,0 +1,374 @@
+"""Typed, weighted account-to-account edges from events and per-request signals.
+
+Relational work (grouping shared values, ranking group members, joining partners, overlap counts) is
+written as Ibis expressions so it runs on DuckDB here and on PySpark at scale; the MinHash/SimHash
+sketches in :mod:`distillguard.linking.sketch` work on numpy arrays pulled from small Ibis results.
+Every guard against benign hubs is described in docs/linking.md.
+"""
+
+from __future__ import annotations
+
+import math
+
+import ibis
+import ibis.expr.types as ir
+import numpy as np
+import pyarrow as pa
+
+from .config import SHARED_VALUE_KINDS, LinkConfig
+from .sketch import lsh_pairs, minhash_signatures, simhash_leaders, stable_hash64
+
+__all__ = ["EDGE_SCHEMA", "build_edges", "template_clusters"]
+
+EDGE_SCHEMA = pa.schema(
+    [
+        pa.field("src", pa.string(), nullable=False),
+        pa.field("dst", pa.string(), nullable=False),
+        pa.field("kind", pa.string(), nullable=False),
+        pa.field("weight", pa.float64(), nullable=False),
+        pa.field("count", pa.int64(), nullable=False),
+        pa.field("detail", pa.string()),
+    ]
+)
+
+_EVENT_NEEDS = ("account_id", "timestamp", "org_id", "ip", "asn", "user_agent", "payment_fingerprint",
+                "account_created_at")
+_SIGNAL_NEEDS = ("account_id", "timestamp", "template_id", "template_sig", "system_prompt_id", "benchmark",
+                 "benchmark_item")
+_IPV4_24 = r"^(\d{1,3}\.\d{1,3}\.\d{1,3})\.\d{1,3}$"
+_IPV6_48 = r"^([0-9A-Fa-f]{1,4}:[0-9A-Fa-f]{1,4}:[0-9A-Fa-f]{1,4}):"
+
+
+def _need(table: ir.Table, cols: tuple[str, ...], what: str) -> None:
+    missing = [c for c in cols if c not in table.columns]
+    if missing:
+        raise ValueError(f"build_edges: {what} table lacks column(s) {missing}; see docs/architecture.md")
+
+
+def _as_table(x, name: str) -> ir.Table:
+    if isinstance(x, ir.Table):
+        return x
+    if isinstance(x, pa.Table):
+        return ibis.memtable(x)
+    raise TypeError(f"build_edges: {name} must be an Ibis table or a pyarrow.Table, got {type(x).__name__}")
+
+
+def _short(col: ir.StringValue, n: int = 48) -> ir.StringValue:
+    return col.substr(0, n)
+
+
+def _bucket(ts: ir.TimestampValue, seconds: int) -> ir.IntegerValue:
+    return (ts.epoch_seconds() // seconds).cast("int64")
+
+
+def _empty() -> pa.Table:
+    return EDGE_SCHEMA.empty_table()
+
+
+def _tiebreak(score: ir.FloatingValue, label: ir.StringValue) -> ir.FloatingValue:
+    """``score`` with a tiny deterministic offset from ``label``, so arg-max picks the same row every run."""
+    return score.round(6) + (label.hash() % 1000).abs().cast("float64") * 1e-10
+
+
+def _pair_cols(a: ir.StringValue, b: ir.StringValue) -> dict:
+    return {"src": ibis.least(a, b), "dst": ibis.greatest(a, b)}
+
+
+# --------------------------------------------------------------------------- shared values
+def _shared_value_edges(obs: ir.Table, kind: str, cfg: LinkConfig, accounts: ir.Table,
+                        min_group: int = 2, unit: str = "") -> ir.Table:
+    """Edges between accounts sharing ``key`` (a value, possibly within a time bucket).
+
+    ``obs`` has ``account_id, key, value``. Groups count distinct customers (an org once); groups of
+    one customer or more than ``hub_max`` are dropped; each member links to at most ``k_neighbors``
+    others (:func:`distillguard.linking.sketch.neighbor_offset`, same rule as the numpy version).
+    """
+    kc = cfg.kind(kind)
+    k = cfg.k_neighbors
+    obs = obs.group_by(["key", "account_id"]).aggregate(value=obs.value.max())
+    obs = obs.join(accounts, "account_id")
+    groups = obs.group_by("key").aggregate(n_ent=obs.entity.nunique(), n_acc=obs.account_id.count())
+    groups = groups.filter((groups.n_ent >= max(2, min_group)) & (groups.n_ent <= kc.hub_max))
+    m = obs.join(groups, "key")
+    m = m.mutate(h=m.account_id.concat("|", m.key).hash())
+    m = m.mutate(rank=ibis.row_number().over(group_by=m.key, order_by=[m.h, m.account_id]))
+    offs = ibis.memtable({"i": list(range(k))})
+    c = m.cross_join(offs)
+    n = c.n_acc
+    large_off = ibis.greatest(c.i + 1, (n.cast("float64") ** (c.i.cast("float64") / k)).floor().cast("int64"))
+    off = ibis.ifelse(n <= k + 1, ibis.ifelse(c.i + 1 < n, c.i + 1, 0), large_off)
+    c = c.mutate(off=off)
+    c = c.filter(c.off > 0).mutate(trank=(c.rank + c.off) % c.n_acc)
+    partner = m.select(pkey=m.key, prank=m.rank, other=m.account_id)
+    j = c.join(partner, [c.key == partner.pkey, c.trank == partner.prank])
+    hub = ibis.least(1.0, math.log1p(kc.hub_soft) / (j.n_ent.cast("float64") + 1).ln())
+    j = j.select(**_pair_cols(j.account_id, j.other), key=j.key, value=j.value, n_ent=j.n_ent, hub=hub)
+    j = j.filter(j.src != j.dst)
+    j = j.group_by(["src", "dst", "key"]).aggregate(value=j.value.max(), n_ent=j.n_ent.max(), hub=j.hub.max())
+    agg = j.group_by(["src", "dst"]).aggregate(
+        count=j.key.count(), hsum=j.hub.sum(), top=j.value.argmax(_tiebreak(j.hub, j.value)), top_n=j.n_ent.min())
+    weight = kc.base * (1.0 - (-agg.hsum / kc.saturation).exp())
+    detail = (ibis.literal(f"{kind} ") + _short(agg.top) + " (" + agg.top_n.cast("string") + " customers)")
+    if unit:
+        detail = detail + "; " + agg["count"].cast("string") + f" shared {unit}"
+    else:
+        detail = detail + ibis.ifelse(agg["count"] > 1, "; " + agg["count"].cast("string") + " shared values", "")
+    return agg.select("src", "dst", kind=ibis.literal(kind), weight=weight, count=agg["count"].cast("int64"),
+                      detail=detail)
+
+
+# --------------------------------------------------------------------------- templates
+def template_clusters(signals: ir.Table, cfg: LinkConfig) -> ir.Table:
+    """Map each ``template_sig`` to a cluster of near-duplicate templates (SimHash within
+    ``simhash_max_distance`` bits of the most used signature nearby). Columns: template_sig,
+    cluster (string), cluster_tid (the leader's most used template_id)."""
+    s = signals.filter(signals.template_sig.notnull())
+    per = s.group_by("template_sig").aggregate(uses=s.count(), tid=s.template_id.mode())
+    t = per.to_pyarrow()
+    if t.num_rows == 0:
+        return ibis.memtable(pa.table({"template_sig": pa.array([], pa.int64()), "cluster": pa.array([], pa.string()),
+                                       "cluster_tid": pa.array([], pa.string())}))
+    sigs = t["template_sig"].to_numpy(zero_copy_only=False).astype(np.int64)
+    uses = t["uses"].to_numpy(zero_copy_only=False).astype(np.float64)
+    tids = np.asarray(t["tid"].to_pylist(), dtype=object)
+    lead = simhash_leaders(sigs, uses, cfg.simhash_max_distance, cfg.simhash_blocks)
+    cluster = np.char.add("s", np.char.mod("%016x", sigs[lead].view(np.uint64)))
+    return ibis.memtable(pa.table({"template_sig": pa.array(sigs, pa.int64()),
+                                   "cluster": pa.array(cluster.tolist(), pa.string()),
+                                   "cluster_tid": pa.array(tids[lead].tolist(), pa.string())}))
+
+
+def _account_templates(signals: ir.Table, cfg: LinkConfig) -> ir.Table:
+    """(account_id, key=cluster, value=cluster's template_id, uses) for every account and template cluster."""
+    clusters = template_clusters(signals, cfg)
+    s = signals.filter(signals.template_id.notnull())
+    s = s.left_join(clusters, s.template_sig == clusters.template_sig)
+    key = s.cluster.coalesce("t" + s.template_id)
+    val = s.cluster_tid.coalesce(s.template_id)
+    s = s.select(account_id=s.account_id, key=key, value=val)
+    return s.group_by(["account_id", "key"]).aggregate(value=s.value.max(), uses=s.count())
+
+
+# --------------------------------------------------------------------------- MinHash-based kinds
+def _index(acc: np.ndarray):
+    uniq, inv = np.unique(acc, return_inverse=True)
+    return uniq, inv
+
+
+def _minhash_candidates(owner: np.ndarray, items: np.ndarray, n_owner: int, cfg: LinkConfig):
+    """Candidate pairs with their estimated Jaccard and set sizes."""
+    sizes = np.bincount(owner, minlength=n_owner)
+    sig = minhash_signatures(owner, items, n_owner, cfg.minhash_perm, cfg.seed)
+    rows = np.flatnonzero(sizes > 0)
+    a, b = lsh_pairs(sig, rows, cfg.lsh_bands, cfg.k_neighbors)
+    jac = (sig[a] == sig[b]).mean(axis=1) if len(a) else np.empty(0)
+    return a, b, jac, sizes
+
+
+def _edges_from_arrays(src, dst, kind, weight, count, detail) -> pa.Table:
+    src = np.asarray(src, dtype=object)
+    dst = np.asarray(dst, dtype=object)
+    lo = np.where(src < dst, src, dst)
+    hi = np.where(src < dst, dst, src)
+    return pa.table({"src": pa.array(lo.tolist(), pa.string()), "dst": pa.array(hi.tolist(), pa.string()),
+                     "kind": pa.array([kind] * len(lo), pa.string()),
+                     "weight": pa.array(np.asarray(weight, dtype=np.float64)),
+                     "count": pa.array(np.asarray(count, dtype=np.int64)),
+                     "detail": pa.array(list(detail), pa.string())}, schema=EDGE_SCHEMA)
+
+
+def _template_set_edges(acct_tpl: ir.Table, accounts: ir.Table, cfg: LinkConfig) -> pa.Table:
+    t = acct_tpl.join(accounts, "account_id")
+    common = t.group_by("key").aggregate(n_ent=t.entity.nunique())
+    common = common.filter(common.n_ent > cfg.set_hub_max)
+    t = t.anti_join(common, "key")
+    per = t.group_by("account_id").aggregate(n=t.key.count())
+    t = t.semi_join(per.filter(per.n >= cfg.set_min_templates), "account_id")
+    data = t.select("account_id", "key").to_pyarrow()
+    if data.num_rows == 0:
+        return _empty()
+    uniq, owner = _index(data["account_id"].to_numpy(zero_copy_only=False))
+    _, item = np.unique(data["key"].to_numpy(zero_copy_only=False), return_inverse=True)
+    a, b, jac, sizes = _minhash_candidates(owner, item, len(uniq), cfg)
+    keep = jac >= cfg.set_min_jaccard
+    a, b, jac = a[keep], b[keep], jac[keep]
+    shared = np.rint(jac * (sizes[a] + sizes[b]) / (1.0 + jac)).astype(np.int64)
+    detail = [f"template_set jaccard~{j:.2f}, ~{s} shared of {x}/{y} templates"
+              for j, s, x, y in zip(jac, shared, sizes[a], sizes[b])]
+    return _edges_from_arrays(uniq[a], uniq[b], "template_set", cfg.set_base * jac, shared, detail)
+
+
+def _sync_edges(events: ir.Table, cfg: LinkConfig) -> pa.Table:
+    e = events.select("account_id", bucket=_bucket(events.timestamp, cfg.sync_bucket_s)).distinct()
+    per = e.group_by("account_id").aggregate(n=e.count())
+    e = e.semi_join(per.filter(per.n >= cfg.sync_min_buckets), "account_id")
+    data = e.to_pyarrow()
+    if data.num_rows == 0:
+        return _empty()
+    buckets = data["bucket"].to_numpy()
+    span = float(buckets.max() - buckets.min() + 1)
+    uniq, owner = _index(data["account_id"].to_numpy(zero_copy_only=False))
+    a, b, jac, sizes = _minhash_candidates(owner, buckets, len(uniq), cfg)
+    inter = jac * (sizes[a] + sizes[b]) / (1.0 + jac)
+    expected = sizes[a].astype(np.float64) * sizes[b] / span
+    lift = inter / np.maximum(expected, 1e-9)
+    keep = (jac >= cfg.sync_min_jaccard) & (lift >= cfg.sync_min_lift)
+    a, b, jac, inter, lift = a[keep], b[keep], jac[keep], inter[keep], lift[keep]
+    count = np.rint(inter).astype(np.int64)
+    unit = f"{cfg.sync_bucket_s}s buckets"
+    detail = [f"sync co-active in ~{c} of {x}/{y} {unit} (jaccard~{j:.2f}, {lf:.0f}x chance)"
+              for c, x, y, j, lf in zip(count, sizes[a], sizes[b], jac, lift)]
+    return _edges_from_arrays(uniq[a], uniq[b], "sync", cfg.sync_base * jac, count, detail)
+
+
+# --------------------------------------------------------------------------- partitions
+def _partition_edges(signals: ir.Table, cfg: LinkConfig) -> ir.Table:
+    s = signals.filter(signals.benchmark.notnull() & signals.benchmark_item.notnull())
+    s = s.mutate(period=_bucket(s.timestamp, cfg.partition_period_s))
+    items = s.select("account_id", "benchmark", "period", item=s.benchmark_item).distinct()
+    size = items.group_by(["benchmark", "period"]).aggregate(N=items.item.nunique())
+    first = s.group_by(["account_id", "benchmark", "period"]).aggregate(first=s.timestamp.min())
+    per = items.group_by(["account_id", "benchmark", "period"]).aggregate(n=items.count())
+    per = per.filter(per.n >= cfg.partition_min_items).join(first, ["account_id", "benchmark", "period"])
+    per = per.join(size, ["benchmark", "period"])
+    w = ibis.window(group_by=[per.benchmark, per.period])
+    per = per.mutate(rank=ibis.row_number().over(group_by=[per.benchmark, per.period],
+                                                 order_by=[per.first, per.account_id]),
+                     n_acc=per.count().over(w))
+    offs = ibis.memtable({"off": list(range(1, cfg.partition_neighbors + 1))})
+    c = per.cross_join(offs)
+    c = c.filter(c.rank + c.off < c.n_acc).mutate(trank=c.rank + c.off)
+    other = per.select(ob=per.benchmark, pp=per.period, orank=per.rank, b=per.account_id, nb=per.n)
+    c = c.join(other, [c.benchmark == other.ob, c.period == other.pp, c.trank == other.orank])
+    c = c.select(a=c.account_id, b=c.b, benchmark=c.benchmark, period=c.period, na=c.n, nb=c.nb, N=c.N,
+                 expected=c.n.cast("float64") * c.nb / c.N)
+    ia = items.select(aa=items.account_id, ab=items.benchmark, ap=items.period, item=items.item)
+    ib = items.select(ba=items.account_id, bb=items.benchmark, bp=items.period, bitem=items.item)
+    ov = c.join(ia, [c.a == ia.aa, c.benchmark == ia.ab, c.period == ia.ap])
+    ov = ov.join(ib, [ov.b == ib.ba, ov.benchmark == ib.bb, ov.period == ib.bp, ov.item == ib.bitem])
+    ov = ov.group_by(["a", "b", "benchmark", "period"]).aggregate(shared=ov.count())
+    c = c.left_join(ov, ["a", "b", "benchmark", "period"])
+    c = c.select("a", "b", "benchmark", "period", "na", "nb", "N", "expected", shared=c.shared.coalesce(0))
+    ratio = ibis.greatest(c.na, c.nb).cast("float64") / ibis.least(c.na, c.nb)
+    c = c.filter((c.shared <= cfg.partition_max_overlap * ibis.greatest(c.expected, 1.0))
+                 & (ratio <= cfg.partition_max_size_ratio))
+    # evidence per account: expected overlap summed over its disjoint neighbours (-log of the chance
+    # that all those slices missed each other at random); both ends of a pair need enough of it
+    ends = c.select(x=c.a, benchmark=c.benchmark, period=c.period, expected=c.expected).union(
+        c.select(x=c.b, benchmark=c.benchmark, period=c.period, expected=c.expected), distinct=False)
+    ev = ends.group_by(["x", "benchmark", "period"]).aggregate(E=ends.expected.sum())
+    ea = ev.select(xa=ev.x, eb_=ev.benchmark, ep_=ev.period, Ea=ev.E)
+    eb = ev.select(xb=ev.x, fb_=ev.benchmark, fp_=ev.period, Eb=ev.E)
+    c = c.join(ea, [c.a == ea.xa, c.benchmark == ea.eb_, c.period == ea.ep_])
+    c = c.join(eb, [c.b == eb.xb, c.benchmark == eb.fb_, c.period == eb.fp_])
+    c = c.mutate(E=ibis.least(c.Ea, c.Eb))
+    c = c.filter(c.E >= cfg.partition_min_expected)
+    c = c.mutate(w=cfg.partition_base * ibis.least(1.0, c.E / (2.0 * cfg.partition_min_expected)),
+                 **_pair_cols(c.a, c.b))
+    best = _tiebreak(c.w, c.benchmark.concat("@", c.period.cast("string")))
+    agg = c.group_by(["src", "dst"]).aggregate(
+        weight=c.w.max(), count=c.count(), bench=c.benchmark.argmax(best), na=c.na.argmax(best),
+        nb=c.nb.argmax(best), N=c.N.argmax(best), shared=c.shared.argmax(best), E=c.E.argmax(best))
+    detail = ("partition " + _short(agg.bench, 32) + ": " + agg.na.cast("string") + "+" + agg.nb.cast("string")
+              + " of " + agg.N.cast("string") + " items, " + agg.shared.cast("string") + " shared ("
+              + "; disjoint from neighbours where " + agg.E.round(1).cast("string") + " shared items were expected)")
+    return agg.select("src", "dst", kind=ibis.literal("partition"), weight=agg.weight,
+                      count=agg["count"].cast("int64"), detail=detail)
+
+
+# --------------------------------------------------------------------------- assembly
+def build_edges(events, signals=None, *, config: LinkConfig | None = None) -> pa.Table:
+    """All account edges as a pyarrow table with columns ``src, dst, kind, weight, count, detail``
+    (``src < dst``; one row per pair and kind; sorted by kind, src, dst).
+
+    ``events`` and ``signals`` are Ibis tables (or pyarrow tables, wrapped in memtables). ``signals``
+    may be None: then only the infrastructure, payment, creation and sync kinds are built.
+    """
+    cfg = config or LinkConfig()
+    events = _as_table(events, "events")
+    _need(events, _EVENT_NEEDS, "events")
+    if signals is not None:
+        signals = _as_table(signals, "signals")
+        _need(signals, _SIGNAL_NEEDS, "signals")
+
+    acc = events.group_by("account_id").aggregate(org=events.org_id.max(), created=events.account_created_at.min())
+    accounts = acc.select("account_id", entity=acc.org.coalesce("a:" + acc.account_id))
+    on = {k: cfg.kind(k).enabled for k in SHARED_VALUE_KINDS}
+    parts: list[ir.Table] = []
+    arrow_parts: list[pa.Table] = []
+
+    def shared(kind, value, bucket_s=None, unit=""):
+        e = events.mutate(v=value)
+        e = e.filter(e.v.notnull() & (e.v != ""))
+        key = e.v if bucket_s is None else e.v + "@" + _bucket(e.timestamp, bucket_s).cast("string")
+        obs = e.select(account_id=e.account_id, key=key, value=e.v)
+        parts.append(_shared_value_edges(obs, kind, cfg, accounts, unit=unit))
+
+    if on["payment"]:
+        shared("payment", events.payment_fingerprint)
+    if on["ip"]:
+        shared("ip", events.ip, cfg.kind("ip").bucket_s, unit=f"{cfg.kind('ip').bucket_s}s windows")
+    if on["ip24"]:
+        prefix = events.ip.re_extract(_IPV4_24, 1)
+        prefix = ibis.ifelse(prefix == "", events.ip.re_extract(_IPV6_48, 1), prefix)
+        prefix = ibis.ifelse(prefix == "", ibis.null("string"), prefix + ibis.ifelse(prefix.contains(":"), "::/48", ".0/24"))
+        shared("ip24", prefix, cfg.kind("ip24").bucket_s, unit=f"{cfg.kind('ip24').bucket_s}s windows")
+    if on["asn"]:
+        shared("asn", events.asn, cfg.kind("asn").bucket_s, unit=f"{cfg.kind('asn').bucket_s}s windows")
+    if on["user_agent"]:
+        shared("user_agent", events.user_agent)
+    if on["created_burst"]:
+        parts.extend(_burst_edges(acc, accounts, cfg))
+    if signals is not None:
+        if on["template"] or cfg.set_base > 0:
+            acct_tpl = _account_templates(signals, cfg)
+            if on["template"]:
+                parts.append(_shared_value_edges(acct_tpl.select("account_id", "key", "value"), "template", cfg,
+                                                 accounts))
+            arrow_parts.append(_template_set_edges(acct_tpl, accounts, cfg))
+        if on["system_prompt"]:
+            sp = signals.filter(signals.system_prompt_id.notnull())
+            parts.append(_shared_value_edges(
+                sp.select("account_id", key=sp.system_prompt_id, value=sp.system_prompt_id),
+                "system_prompt", cfg, accounts))
+        parts.append(_partition_edges(signals, cfg))
+    if cfg.sync_base > 0:
+        arrow_parts.append(_sync_edges(events, cfg))
+
+    tables = [p.to_pyarrow().cast(EDGE_SCHEMA) for p in parts] + arrow_parts
+    out = pa.concat_tables(tables) if tables else _empty()
+    return _finish(out, accounts, cfg)
+
+
+def _burst_edges(acc: ir.Table, accounts: ir.Table, cfg: LinkConfig) -> list[ir.Table]:
+    kc = cfg.kind("created_burst")
+    created = acc.filter(acc.created.notnull())
+    stats = created.aggregate(n=created.count(), lo=created.created.min(), hi=created.created.max()).to_pyarrow()
+    n = stats["n"][0].as_py() or 0
+    if n < 2:
+        return []
+    lo, hi = stats["lo"][0].as_py(), stats["hi"][0].as_py()
+    buckets = max(1.0, (hi - lo).total_seconds() / kc.bucket_s)
+    min_group = max(cfg.burst_min, math.ceil(cfg.burst_factor * n / buckets))
+    key = _bucket(created.created, kc.bucket_s).cast("string")
+    obs = created.select("account_id", key=key, value="created " + created.created.truncate("m").cast("string"))
+    return [_shared_value_edges(obs, "created_burst", cfg, accounts, min_group=min_group)]
+
+
+def _finish(out: pa.Table, accounts: ir.Table, cfg: LinkConfig) -> pa.Table:
+    """Drop pairs inside one org (one customer) and weak edges; sort deterministically."""
+    import pyarrow.compute as pc
+
+    if out.num_rows == 0:
+        return out
+    ents = accounts.to_pyarrow()
+    out = out.filter(pc.greater_equal(out["weight"], cfg.min_edge_weight))
+    out = out.join(ents.rename_columns(["src", "e_src"]), "src", join_type="left outer")
+    out = out.join(ents.rename_columns(["dst", "e_dst"]), "dst", join_type="left outer")
+    same = pc.fill_null(pc.equal(out["e_src"], out["e_dst"]), False)
+    out = out.filter(pc.and_(pc.invert(same), pc.not_equal(out["src"], out["dst"])))
+    # parallel sums differ in the last bits from run to run: round so the output is reproducible
+    out = out.set_column(out.schema.get_field_index("weight"), "weight", pc.round(out["weight"], 9))
+    out = out.select(EDGE_SCHEMA.names).cast(EDGE_SCHEMA)
+    out = out.sort_by([("kind", "ascending"), ("src", "ascending"), ("dst", "ascending")])
+    return out.combine_chunks()

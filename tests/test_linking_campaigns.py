@@ -1,0 +1,105 @@
+"""find_campaigns: Leiden communities, scoring from member evidence, propagation and explanations."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pyarrow as pa
+import pytest
+from linking_fixtures import make_world
+
+from distillguard.linking import LinkConfig, build_edges, find_campaigns
+
+
+@pytest.fixture(scope="module")
+def linked():
+    w = make_world()
+    ev, sg = w.tables()
+    edges = build_edges(ev, sg)
+    return w, edges, find_campaigns(edges, w.score_table())
+
+
+def _groups(w, rec):
+    return Counter(w.truth[a] for a in rec["accounts"])
+
+
+def test_both_campaigns_recovered_and_pure(linked):
+    w, _, res = linked
+    recs = res.campaign_records()
+    best = {}
+    for rec in recs:
+        g = _groups(w, rec)
+        top, n = g.most_common(1)[0]
+        assert n / rec["n_accounts"] >= 0.8
+        best[top] = max(best.get(top, 0), n)
+    assert best.get("hydra", 0) >= 45
+    assert best.get("slow", 0) >= 27
+    assert "benign" not in best
+
+
+def test_no_benign_account_in_any_campaign(linked):
+    w, _, res = linked
+    swept = [a for a in res.membership["account_id"].to_pylist() if w.truth[a] == "benign"]
+    assert swept == []
+
+
+def test_weak_members_are_raised(linked):
+    w, _, res = linked
+    sc = dict(zip(res.account_scores["account_id"].to_pylist(), res.account_scores["score"].to_pylist()))
+    own = dict(zip(res.account_scores["account_id"].to_pylist(), res.account_scores["own_score"].to_pylist()))
+    weak = [f"hydra-{i:02d}" for i in range(10)]
+    assert all(own[a] == pytest.approx(0.1) for a in weak)
+    assert min(sc[a] for a in weak) >= 0.6
+    # benign accounts keep their own score
+    assert all(sc[a] == own[a] for a in sc if w.truth[a] == "benign")
+
+
+def test_edge_summaries_match_edges(linked):
+    w, edges, res = linked
+    members = {}
+    for a, c in zip(res.membership["account_id"].to_pylist(), res.membership["campaign_id"].to_pylist()):
+        members[a] = c
+    expect = Counter()
+    for s, d, k in zip(edges["src"].to_pylist(), edges["dst"].to_pylist(), edges["kind"].to_pylist()):
+        if s in members and members[s] == members.get(d):
+            expect[(members[s], k)] += 1
+    for rec in res.campaign_records():
+        got = {e["kind"]: e for e in rec["edges"]}
+        for (cid, k), n in expect.items():
+            if cid == rec["campaign_id"]:
+                assert got[k]["pairs"] == n
+                assert 2 <= got[k]["accounts"] <= rec["n_accounts"]
+        if _groups(w, rec).most_common(1)[0][0] == "hydra":
+            assert "hcard-" in got["payment"]["detail"]
+        else:
+            assert "partition" in got
+
+
+def test_scores_come_from_evidence_not_structure(linked):
+    w, edges, _ = linked
+    zero = pa.table({"account_id": sorted(w.truth), "score": [0.0] * len(w.truth)})
+    res = find_campaigns(edges, zero)
+    assert res.campaigns.num_rows >= 2
+    assert max(res.campaigns["score"].to_pylist()) == 0.0
+    assert max(res.account_scores["score"].to_pylist()) == 0.0
+
+
+def test_ids_deterministic_and_ordered(linked):
+    w, edges, res = linked
+    again = find_campaigns(edges, w.score_table())
+    assert again.membership.equals(res.membership)
+    scores = res.campaigns["score"].to_pylist()
+    assert scores == sorted(scores, reverse=True)
+    assert res.campaigns["campaign_id"].to_pylist() == [f"C{i:04d}" for i in range(1, len(scores) + 1)]
+
+
+def test_min_size_and_empty_inputs(linked):
+    w, edges, _ = linked
+    res = find_campaigns(edges, w.score_table(), config=LinkConfig(min_campaign_size=40))
+    assert res.campaigns["n_accounts"].to_pylist() == [50] or min(res.campaigns["n_accounts"].to_pylist()) >= 40
+    empty = find_campaigns(edges.slice(0, 0), None)
+    assert empty.campaigns.num_rows == 0 and empty.membership.num_rows == 0
+    with pytest.raises(ValueError, match="score"):
+        find_campaigns(edges, pa.table({"account_id": ["x"], "score": [1.5]}))
+    with pytest.raises(ValueError, match="weight"):
+        find_campaigns(edges.drop_columns(["weight"]), None)
