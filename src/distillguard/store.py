@@ -23,6 +23,7 @@ from typing import Any, Callable, Iterable
 import duckdb
 import orjson
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from distillguard.schema import EVENT_COLUMNS, EVENT_SCHEMA
 
@@ -119,7 +120,7 @@ class Store:
         return row[0] if row else None
 
     def _set_meta(self, key: str, value: str) -> None:
-        self.con.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", [key, value])
+        self.con.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", [key, value]).fetchall()
 
     def has_table(self, name: str) -> bool:
         row = self.con.execute(
@@ -161,27 +162,32 @@ class Store:
                     table = table.select(list(EVENT_COLUMNS)).cast(EVENT_SCHEMA)
                 summary.batches += 1
                 summary.rows_in += table.num_rows
+                # repeats inside the batch are rare: pay for the window only when there are some
+                ids = table.column("event_id")
+                unique = pc.count_distinct(ids).as_py() == table.num_rows
+                dedup = "" if unique else " QUALIFY row_number() OVER (PARTITION BY event_id ORDER BY source) = 1"
+                new_rows = ("SELECT * FROM _dg_in i WHERE NOT EXISTS "
+                            "(SELECT 1 FROM events e WHERE e.event_id = i.event_id)" + dedup)
                 con.register("_dg_in", table)
                 try:
-                    new = con.sql(
-                        "SELECT * FROM _dg_in i WHERE NOT EXISTS "
-                        "(SELECT 1 FROM events e WHERE e.event_id = i.event_id) "
-                        "QUALIFY row_number() OVER (PARTITION BY event_id ORDER BY source) = 1"
-                    ).to_arrow_table()
+                    if signal_fn is None:
+                        n_new = con.execute(f"INSERT INTO events ({quoted}) SELECT {select_cols} "
+                                            f"FROM ({new_rows})").fetchone()[0]
+                    else:
+                        new = con.sql(new_rows).to_arrow_table().cast(EVENT_SCHEMA)
+                        n_new = new.num_rows
+                        if n_new:
+                            summary.signals += self._insert_signals(signal_fn(new))
+                            con.register("_dg_new", new)
+                            try:
+                                con.execute(f"INSERT INTO events ({quoted}) SELECT {select_cols} "
+                                            "FROM _dg_new").fetchone()
+                            finally:
+                                con.unregister("_dg_new")
                 finally:
                     con.unregister("_dg_in")
-                if new.num_rows:
-                    new = new.cast(EVENT_SCHEMA)
-                    if signal_fn is not None:
-                        sig = signal_fn(new)
-                        summary.signals += self._insert_signals(sig)
-                    con.register("_dg_new", new)
-                    try:
-                        con.execute(f"INSERT INTO events ({quoted}) SELECT {select_cols} FROM _dg_new")
-                    finally:
-                        con.unregister("_dg_new")
-                summary.inserted += new.num_rows
-                summary.duplicates += table.num_rows - new.num_rows
+                summary.inserted += n_new
+                summary.duplicates += table.num_rows - n_new
                 if progress is not None:
                     progress(table.num_rows)
             con.execute("COMMIT")
@@ -204,11 +210,11 @@ class Store:
         self.con.register("_dg_sig", sig)
         try:
             if not self.has_table("signals"):
-                self.con.execute("CREATE TABLE signals AS SELECT * FROM _dg_sig LIMIT 0")
+                self.con.execute("CREATE TABLE signals AS SELECT * FROM _dg_sig LIMIT 0").fetchall()
             cols = ", ".join(f'"{c}"' for c in sig.column_names)
             self.con.execute(
                 f"INSERT INTO signals ({cols}) SELECT {cols} FROM _dg_sig s WHERE NOT EXISTS "
-                "(SELECT 1 FROM signals t WHERE t.event_id = s.event_id)")
+                "(SELECT 1 FROM signals t WHERE t.event_id = s.event_id)").fetchall()
         finally:
             self.con.unregister("_dg_sig")
         return sig.num_rows
@@ -237,7 +243,7 @@ class Store:
             return 0
         self.con.register("_dg_audit", table)
         try:
-            self.con.execute("INSERT INTO audit SELECT * FROM _dg_audit")
+            self.con.execute("INSERT INTO audit SELECT * FROM _dg_audit").fetchall()
         finally:
             self.con.unregister("_dg_audit")
         return table.num_rows

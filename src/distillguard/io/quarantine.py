@@ -119,7 +119,7 @@ class Quarantine:
             if self._fh is None:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
                 self._fh = open(self.path, "ab")
-            self._fh.write(orjson.dumps(rej.to_json(), default=_json_default) + b"\n")
+            self._fh.write(_dump_line(rej))
         if self.keep:
             self.records.append(rej)
         return rej
@@ -130,7 +130,7 @@ class Quarantine:
         p.parent.mkdir(parents=True, exist_ok=True)
         with open(p, "wb") as fh:
             for rej in self.records:
-                fh.write(orjson.dumps(rej.to_json(), default=_json_default) + b"\n")
+                fh.write(_dump_line(rej))
         return p
 
     def close(self) -> None:
@@ -146,6 +146,22 @@ class Quarantine:
 
     def __len__(self) -> int:
         return self.count
+
+
+def _dump_line(rej: Reject) -> bytes:
+    doc = rej.to_json()
+    try:
+        return orjson.dumps(doc, default=_json_default) + b"\n"
+    except (orjson.JSONEncodeError, TypeError):
+        # a parsed raw record holding text that is not valid Unicode (lone surrogates): keep it losslessly
+        # as ASCII-escaped JSON text, base64-encoded
+        import json
+
+        raw = doc.pop("raw", None)
+        doc["raw"] = None
+        doc["raw_b64"] = base64.b64encode(json.dumps(raw, default=str, ensure_ascii=True).encode()).decode()
+        doc["raw_encoding"] = "json-ascii"
+        return orjson.dumps(doc, default=_json_default) + b"\n"
 
 
 def _json_default(obj: Any) -> Any:

@@ -23,7 +23,7 @@ import pyarrow as pa
 
 from distillguard.io.adapters import detect_shape, from_openai, from_otel
 from distillguard.io.quarantine import InputError, Quarantine, ReadSummary
-from distillguard.schema import EVENT_COLUMNS, EVENT_SCHEMA, RecordError, normalize
+from distillguard.schema import EVENT_COLUMNS, EVENT_SCHEMA, RecordError, normalize_values
 
 __all__ = ["read_events", "EventStream", "FORMATS", "detect_format", "load_mapping", "rows_to_batch"]
 
@@ -45,10 +45,34 @@ _DERIVED = ("event_id", "system_text", "user_text", "n_messages", "n_user_turns"
 # --------------------------------------------------------------------------------------------- helpers
 
 
-def rows_to_batch(rows: Sequence[dict]) -> pa.RecordBatch:
-    """Normalised rows (dicts of :data:`EVENT_SCHEMA`) to one record batch, column by column."""
-    arrays = [pa.array([r[name] for r in rows], type=f.type) for name, f in zip(EVENT_COLUMNS, EVENT_SCHEMA)]
+def rows_to_batch(rows: Sequence[tuple | dict]) -> pa.RecordBatch:
+    """Normalised rows (tuples from :func:`normalize_values` or dicts from :func:`normalize`) to one record
+    batch, built column by column."""
+    if rows and isinstance(rows[0], dict):
+        rows = [tuple(r[name] for name in EVENT_COLUMNS) for r in rows]
+    cols = list(zip(*rows)) if rows else [() for _ in EVENT_COLUMNS]
+    arrays = [pa.array(col, type=f.type) for col, f in zip(cols, EVENT_SCHEMA)]
     return pa.RecordBatch.from_arrays(arrays, schema=EVENT_SCHEMA)
+
+
+def _safe_batch(rows: list[tuple], rejects: list[tuple]) -> pa.RecordBatch | None:
+    """:func:`rows_to_batch`, moving rows Arrow refuses (e.g. text with lone surrogates) to ``rejects``."""
+    if not rows:
+        return None
+    try:
+        return rows_to_batch(rows)
+    except (pa.ArrowException, UnicodeError, OverflowError, ValueError, TypeError):
+        good = []
+        for r in rows:
+            try:
+                rows_to_batch([r])
+                good.append(r)
+            except (pa.ArrowException, UnicodeError, OverflowError, ValueError, TypeError) as e:
+                src = r[-1] or ""
+                line = src.rsplit(":", 1)[-1].split("#", 1)[0]
+                rejects.append((int(line) if line.isdigit() else None, "<record>",
+                                f"invalid value: {type(e).__name__}: {e}", dict(zip(EVENT_COLUMNS, r))))
+        return rows_to_batch(good) if good else None
 
 
 def _base_name(path: Path) -> str:
@@ -175,7 +199,7 @@ def parse_lines(label: str, start_line: int, lines: list[bytes], shape: str, eof
             continue
         if shape == "canonical" or (shape == "auto" and detect_shape(rec) == "canonical"):
             try:
-                rows.append(normalize(rec, f"{label}:{ln}"))
+                rows.append(normalize_values(rec, f"{label}:{ln}"))
             except RecordError as e:
                 rejects.append((ln, e.field, e.reason, line))
             except Exception as e:  # noqa: BLE001 - never crash a run on one record
@@ -191,7 +215,7 @@ def parse_lines(label: str, start_line: int, lines: list[bytes], shape: str, eof
                 rejects.append((ln, out.field, out.reason, line))
                 continue
             try:
-                rows.append(normalize(out, f"{label}:{ln}{suffix}"))
+                rows.append(normalize_values(out, f"{label}:{ln}{suffix}"))
             except RecordError as e:
                 rejects.append((ln, f"{suffix.lstrip('#')}.{e.field}" if suffix else e.field, e.reason, line))
             except Exception as e:  # noqa: BLE001
@@ -205,7 +229,7 @@ def _parse_task(label: str, start_line: int, data: bytes, shape: str, eof_unterm
     if lines and lines[-1] == b"":
         lines.pop()
     rows, rejects, records, skipped = parse_lines(label, start_line, lines, shape, eof_unterminated)
-    batch = rows_to_batch(rows) if rows else None
+    batch = _safe_batch(rows, rejects)
     return batch, rejects, records, skipped
 
 
@@ -270,14 +294,17 @@ def _read_jsonl(path: Path, label: str, shape: str, em: _Emitter, batch_rows: in
         if workers <= 1:
             for start, lines, unterminated in blocks:
                 rows, rejects, records, skipped = parse_lines(label, start, lines, shape, unterminated)
-                out = em.result(label, rows_to_batch(rows) if rows else None, rejects, records, skipped)
+                out = em.result(label, _safe_batch(rows, rejects), rejects, records, skipped)
                 if out is not None:
                     yield out
             return
         if not pool_box:
             import multiprocessing as mp
 
-            pool_box.append(ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")))
+            # fork (where the platform has it): no re-import of the caller's __main__, so unguarded scripts
+            # work; the workers only parse and build Arrow arrays, never touch the caller's open resources
+            method = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
+            pool_box.append(ProcessPoolExecutor(workers, mp_context=mp.get_context(method)))
         pool = pool_box[0]
         inflight: deque = deque()
         for start, lines, unterminated in blocks:
@@ -333,7 +360,7 @@ def _read_document(path: Path, label: str, shape: str, em: _Emitter, batch_rows:
                 rejects.append((idx + 1, out.field, out.reason, rec))
                 continue
             try:
-                rows.append(normalize(out, f"{label}#{idx + 1}{suffix}"))
+                rows.append(normalize_values(out, f"{label}#{idx + 1}{suffix}"))
             except RecordError as e:
                 rejects.append((idx + 1, e.field, e.reason, rec))
             except Exception as e:  # noqa: BLE001
@@ -341,11 +368,15 @@ def _read_document(path: Path, label: str, shape: str, em: _Emitter, batch_rows:
         records += max(n_here - 1, 0)
         em.result(label, None, rejects, records)
         if len(rows) >= batch_rows:
-            batch = em.result(label, rows_to_batch(rows), [], 0)
+            rj: list = []
+            batch = em.result(label, _safe_batch(rows, rj), rj, 0)
             rows = []
             yield batch
     if rows:
-        yield em.result(label, rows_to_batch(rows), [], 0)
+        rj = []
+        out = em.result(label, _safe_batch(rows, rj), rj, 0)
+        if out is not None:
+            yield out
 
 
 # --------------------------------------------------------------------------------------------- Parquet
@@ -389,12 +420,12 @@ def _read_parquet(path: Path, label: str, em: _Emitter, batch_rows: int) -> Iter
         for row in rb.to_pylist():
             row_no += 1
             try:
-                rows.append(normalize(_from_table_row(row), f"{label}#row{row_no}"))
+                rows.append(normalize_values(_from_table_row(row), f"{label}#row{row_no}"))
             except RecordError as e:
                 rejects.append((row_no, e.field, e.reason, _jsonable(row)))
             except Exception as e:  # noqa: BLE001
                 rejects.append((row_no, "<record>", f"invalid value: {type(e).__name__}: {e}", _jsonable(row)))
-        out = em.result(label, rows_to_batch(rows) if rows else None, rejects, rb.num_rows)
+        out = em.result(label, _safe_batch(rows, rejects), rejects, rb.num_rows)
         if out is not None:
             yield out
 
@@ -464,17 +495,17 @@ def _read_csv(path: Path, label: str, mapping: dict, em: _Emitter, batch_rows: i
                         except orjson.JSONDecodeError:
                             raise RecordError(f, f"invalid JSON text in column {header[i]!r}") from None
                     rec[f] = v
-                rows.append(normalize(rec, f"{label}:{start}"))
+                rows.append(normalize_values(rec, f"{label}:{start}"))
             except RecordError as e:
                 rejects.append((start, e.field, e.reason, raw))
             except Exception as e:  # noqa: BLE001
                 rejects.append((start, "<row>", f"invalid value: {type(e).__name__}: {e}", raw))
             if len(rows) >= batch_rows or len(rejects) >= batch_rows:
-                out = em.result(label, rows_to_batch(rows) if rows else None, rejects, records)
+                out = em.result(label, _safe_batch(rows, rejects), rejects, records)
                 rows, rejects, records = [], [], 0
                 if out is not None:
                     yield out
-        out = em.result(label, rows_to_batch(rows) if rows else None, rejects, records)
+        out = em.result(label, _safe_batch(rows, rejects), rejects, records)
         if out is not None:
             yield out
 

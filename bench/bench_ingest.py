@@ -1,0 +1,165 @@
+"""Ingest benchmark: read and store N generated canonical events; DuckDB's own read_json is the floor.
+
+    python bench/bench_ingest.py                 # 1,000,000 events in a temp dir
+    python bench/bench_ingest.py --events 200000 --workers 0
+
+Prints, for each step, wall seconds, events/s and peak RSS (the process and its worker processes
+together, sampled every 20 ms): generate (not timed against anything), duckdb read_json (floor: parse the
+same file into an in-memory table), scan-read (read_events only, batches counted), ingest (read_events into
+a DuckDB file store). Each measured step runs in a fresh subprocess so peaks do not mix.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+STEPS = {
+    "duckdb_read_json": """
+import duckdb
+con = duckdb.connect()
+con.execute("SET threads TO {threads}")
+con.execute("CREATE TABLE t AS SELECT * FROM read_json(?, format='newline_delimited')", [PATH])
+n = con.execute("SELECT count(*) FROM t").fetchone()[0]
+""",
+    "scan_read": """
+from distillguard.io import read_events
+n = 0
+for b in read_events(PATH, workers=WORKERS):
+    n += b.num_rows
+""",
+    "ingest": """
+from distillguard.io import read_events
+from distillguard.store import Store
+st = Store(DB)
+s = st.ingest(read_events(PATH, workers=WORKERS))
+n = s.inserted
+st.close()
+""",
+}
+
+_TOPICS = ["Solve for x: {a}x + {b} = {c}. Show every step of your reasoning.",
+           "Write a Python function that returns the {a}th Fibonacci number modulo {b}.",
+           "Summarise the following meeting notes in {a} bullet points: the team met on day {b} to plan...",
+           "You are grading an answer. Score it from 1 to {a} against this rubric: correctness, clarity ({b}).",
+           "Translate to French: 'The train leaves at {a}:{b} from platform {c}.'"]
+
+
+def generate(path: Path, n: int, seed: int = 7) -> None:
+    """N canonical events, about 600 bytes each, a few shapes of message lists."""
+    import orjson
+
+    rng = random.Random(seed)
+    t0 = 1_772_323_200
+    with open(path, "wb") as fh:
+        buf = []
+        for i in range(n):
+            a, b, c = rng.randrange(1000), rng.randrange(1000), rng.randrange(1000)
+            msgs = [{"role": "system", "content": "You are a helpful assistant."}] if i % 3 else []
+            msgs.append({"role": "user", "content": rng.choice(_TOPICS).format(a=a, b=b, c=c)})
+            rec = {
+                "timestamp": t0 + i * 0.37,
+                "account_id": f"acct-{rng.randrange(20000)}",
+                "request_id": f"req-{i:09d}",
+                "org_id": f"org-{rng.randrange(500)}",
+                "ip": f"10.{rng.randrange(256)}.{rng.randrange(256)}.{rng.randrange(256)}",
+                "asn": 64512 + rng.randrange(100),
+                "user_agent": "python-httpx/0.27",
+                "model": "model-a" if i % 2 else "model-b",
+                "messages": msgs,
+                "max_tokens": 1024,
+                "response": "The answer is " + str(a + b),
+                "input_tokens": 40 + a % 50, "output_tokens": 200 + b, "reasoning_tokens": c,
+                "status_code": 200,
+            }
+            buf.append(orjson.dumps(rec))
+            if len(buf) >= 10_000:
+                fh.write(b"\n".join(buf) + b"\n")
+                buf = []
+        if buf:
+            fh.write(b"\n".join(buf) + b"\n")
+
+
+def _tree_rss(root: int) -> int:
+    """Resident bytes of ``root`` and all its descendants (from /proc)."""
+    kids: dict[int, list[int]] = {}
+    rss: dict[int, int] = {}
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open(f"/proc/{d}/stat") as fh:
+                parts = fh.read().rsplit(")", 1)[1].split()
+            ppid, pages = int(parts[1]), int(parts[21])
+        except (OSError, IndexError, ValueError):
+            continue
+        kids.setdefault(ppid, []).append(int(d))
+        rss[int(d)] = pages * os.sysconf("SC_PAGE_SIZE")
+    total, todo = 0, [root]
+    while todo:
+        p = todo.pop()
+        total += rss.get(p, 0)
+        todo.extend(kids.get(p, []))
+    return total
+
+
+def run_step(name: str, path: Path, db: Path, workers: str, threads: int) -> tuple[float, int, int]:
+    code = ("import time\nPATH = {p!r}\nDB = {db!r}\nWORKERS = {w}\nt0 = time.perf_counter()\n".format(
+        p=str(path), db=str(db), w=workers if workers != "auto" else "'auto'")
+        + STEPS[name].format(threads=threads)
+        + "\nprint(n, time.perf_counter() - t0)\n")
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    peak = [0]
+
+    def sample() -> None:
+        while proc.poll() is None:
+            peak[0] = max(peak[0], _tree_rss(proc.pid))
+            time.sleep(0.02)
+
+    th = threading.Thread(target=sample, daemon=True)
+    th.start()
+    out, _ = proc.communicate()
+    th.join()
+    if proc.returncode != 0:
+        raise SystemExit(f"{name} failed with exit code {proc.returncode}")
+    n, secs = out.split()
+    return float(secs), int(n), peak[0]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--events", type=int, default=1_000_000)
+    ap.add_argument("--workers", default="auto", help="read_events workers: auto, 0 (in-process), N")
+    ap.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="DuckDB threads for the floor")
+    ap.add_argument("--steps", default="duckdb_read_json,scan_read,ingest")
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory(prefix="dg-bench-") as tmp:
+        path = Path(tmp) / "events.jsonl"
+        t0 = time.perf_counter()
+        generate(path, args.events)
+        size = path.stat().st_size
+        print(f"generated {args.events:,} events, {size / 1e6:,.0f} MB in {time.perf_counter() - t0:.1f} s "
+              f"(cpus={os.cpu_count()}, workers={args.workers}, duckdb threads={args.threads})")
+        results = {}
+        for step in args.steps.split(","):
+            db = Path(tmp) / f"{step}.duckdb"
+            secs, n, peak = run_step(step, path, db, args.workers, args.threads)
+            results[step] = secs
+            print(f"{step:18s} {n:>10,} events {secs:7.2f} s {n / secs:>10,.0f} events/s "
+                  f"peak RSS {peak / 2**20:7.0f} MiB")
+        floor = results.get("duckdb_read_json")
+        if floor:
+            for step in ("scan_read", "ingest"):
+                if step in results:
+                    print(f"{step} / duckdb read_json time: {results[step] / floor:.2f}x (target <= 3x)")
+
+
+if __name__ == "__main__":
+    main()
