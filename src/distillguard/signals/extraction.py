@@ -99,3 +99,30 @@ def load_model() -> ExtractionModel:
     if p.is_file():
         return ExtractionModel.load(p, rules)
     return ExtractionModel.from_rules(rules)
+
+
+def featurize(system_texts: list[str | None], user_texts: list[str], rules: RuleSet | None = None,
+              keep_tokens: bool = False):
+    """Extraction features of many prompts, computed exactly as :func:`distillguard.signals.core.analyse`
+    does: ``(rule_hits, buckets, bucket_doc)`` (and the token lists when ``keep_tokens``)."""
+    rules = rules or load_rules()
+    lows = [T.prepare(s, u or "") for s, u in zip(system_texts, user_texts)]
+    toks = [T.tokens(low) for low in lows]
+    rule_hits, _ = rules.apply(lows, [set(t) for t in toks])
+    flat = [t for ts in toks for t in ts]
+    doc = np.repeat(np.arange(len(toks)), [len(t) for t in toks]).astype(np.int64)
+    buckets, bdoc = hashed_ngrams(T.hash_tokens(flat), doc)
+    if keep_tokens:
+        return rule_hits, buckets, bdoc, toks
+    return rule_hits, buckets, bdoc
+
+
+def ngram_bucket(ngram: str) -> int:
+    """The hashed column of a unigram ("word") or bigram ("two words"), for readable explanations."""
+    parts = ngram.split(" ")
+    h = T.hash_tokens(parts)
+    if len(parts) == 1:
+        b = T.mix64(h ^ _UNI)
+    else:
+        b, _, _ = T.ngram_hashes(h, np.zeros(len(parts), np.int64), 2)
+    return int(b[0] % np.uint64(N_BUCKETS))

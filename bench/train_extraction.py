@@ -1,0 +1,179 @@
+"""Train the fast reasoning-extraction classifier and evaluate it on the held-out test set.
+
+    .venv/bin/python bench/train_extraction.py            # train, write signals/model.npz, evaluate
+    .venv/bin/python bench/train_extraction.py --eval-only  # evaluate the packaged model
+
+Training data: the seeds of signals/data/extraction_train.yaml, the positive seeds also wrapped around
+training-fold task questions from the corpora, and training-fold corpus prompts (chat, jailbreaks,
+system-prompt extraction, red-team, benchmark questions) as negatives; corpora are read in place.
+The regularisation strength is picked by grouped cross-validation on the TRAIN set only. The test set
+(signals/data/extraction_test.yaml + test-fold corpus prompts) is only scored, never used to choose
+anything. Prints AUROC and the false-positive rate at 95% recall, overall and per source.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import zlib
+
+import numpy as np
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import roc_auc_score
+from sklearn.model_selection import GroupKFold
+
+from distillguard.signals import dataset as D
+from distillguard.signals.core import analyse
+from distillguard.signals.benchmark import BenchmarkIndex
+from distillguard.signals.extraction import (N_BUCKETS, ExtractionModel, feature_matrix, featurize, load_model,
+                                             model_path, ngram_bucket)
+from distillguard.signals.rules import load_rules
+
+WRAP_CORPORA = ("gsm8k_train", "mbpp", "arena_hard", "oasst", "math", "mmlu")
+
+
+def _corpus_questions(n: int, seed: int = 0) -> list[str]:
+    """Training-fold task questions from the corpora (empty without corpora)."""
+    from distillguard import corpora as C
+
+    if C.find_corpora_dir() is None:
+        return []
+    qs = []
+    for name in WRAP_CORPORA:
+        k = 0
+        for it in C.iter_items(name):
+            if zlib.crc32(it.item_id.encode()) % 5 == D.TEST_FOLD or len(it.text) > 1500:
+                continue
+            qs.append(it.text)
+            k += 1
+            if k >= n:
+                break
+    random.Random(seed).shuffle(qs)
+    return qs
+
+
+def training_examples(wrap_per_seed: int = 6) -> tuple[list[D.Example], list[int]]:
+    """Training examples and a group id per example (its seed, so CV folds never split one seed)."""
+    doc = D.load_seeds(name="extraction_train.yaml")
+    exs: list[D.Example] = []
+    groups: list[int] = []
+    qs = _corpus_questions(400)
+    g = 0
+    for key, label in (("positive", 1), ("negative", 0)):
+        for item in doc[key]:
+            sub = {"questions": doc["questions"], "per_prompt": doc.get("per_prompt", 2), key: [item]}
+            for e in D.expand(sub):
+                exs.append(e)
+                groups.append(g)
+            has_q = "{q}" in item["user"] or "{q}" in (item.get("system") or "")
+            if has_q and qs:
+                for j in range(wrap_per_seed):
+                    q = qs[(g * wrap_per_seed + j) % len(qs)]
+                    sys_ = item.get("system")
+                    exs.append(D.Example(sys_.replace("{q}", q) if sys_ else None, item["user"].replace("{q}", q),
+                                         label, f"seed:{key}+corpus"))
+                    groups.append(g)
+            g += 1
+    for e in D.corpus_negatives("train"):
+        exs.append(e)
+        groups.append(g)
+        g += 1
+    return exs, groups
+
+
+def fpr_at_recall(y: np.ndarray, s: np.ndarray, recall: float = 0.95) -> tuple[float, float]:
+    """(false-positive rate, threshold) at the highest threshold reaching ``recall`` on the positives."""
+    pos = np.sort(s[y == 1])[::-1]
+    k = int(np.ceil(recall * len(pos))) - 1
+    thr = pos[k]
+    return float(np.mean(s[y == 0] >= thr)), float(thr)
+
+
+def evaluate(model: ExtractionModel) -> dict:
+    test = D.load_split("test")
+    a = analyse([e.system for e in test], [e.user for e in test], model=model, benchmark_index=BenchmarkIndex.empty())
+    y = np.array([e.label for e in test])
+    s = a.extraction_score
+    fpr, thr = fpr_at_recall(y, s)
+    out = {"n_test": len(test), "n_pos": int(y.sum()), "auroc": float(roc_auc_score(y, s)), "fpr_at_95_recall": fpr,
+           "threshold_at_95_recall": thr, "fpr_at_0.5": float(np.mean(s[y == 0] >= 0.5)),
+           "recall_at_0.5": float(np.mean(s[y == 1] >= 0.5))}
+    print(f"TEST  n={out['n_test']} (positives {out['n_pos']})  AUROC {out['auroc']:.4f}  "
+          f"FPR@95%recall {fpr:.4f} (threshold {thr:.3f})  at 0.5: recall {out['recall_at_0.5']:.3f}, "
+          f"FPR {out['fpr_at_0.5']:.4f}")
+    kinds = sorted({e.kind for e in test})
+    for k in kinds:
+        m = np.array([e.kind == k for e in test])
+        lab = y[m][0]
+        rate = np.mean(s[m] >= 0.5) if lab else np.mean(s[m] >= thr)
+        what = "recall@0.5" if lab else "FPR@95%-recall-threshold"
+        print(f"  {k:32s} n={m.sum():4d}  {what} {rate:.3f}")
+    worst = np.argsort(-(s * (y == 0)))[:8]
+    print("  highest-scored negatives:")
+    for i in worst:
+        print(f"    {s[i]:.3f} {test[i].kind}: {test[i].user[:110]!r}")
+    missed = np.argsort(s + (y == 0) * 10)[:8]
+    print("  lowest-scored positives:")
+    for i in missed:
+        print(f"    {s[i]:.3f} {test[i].user[:110]!r}")
+    return out
+
+
+def train(seed: int = 0) -> ExtractionModel:
+    rules = load_rules()
+    exs, groups = training_examples()
+    y = np.array([e.label for e in exs])
+    print(f"TRAIN n={len(exs)} (positives {int(y.sum())}, corpus negatives "
+          f"{sum(e.kind.startswith('corpus') for e in exs)})")
+    hits, buckets, bdoc, toks = featurize([e.system for e in exs], [e.user for e in exs], rules, keep_tokens=True)
+    X = feature_matrix(hits, buckets, bdoc, len(exs))
+    groups = np.array(groups)
+    best_c, best_auc = None, -1.0
+    for c in (0.5, 2.0, 8.0):
+        aucs = []
+        for tr, va in GroupKFold(n_splits=5).split(X, y, groups):
+            clf = LogisticRegression(C=c, class_weight="balanced", max_iter=2000, random_state=seed)
+            clf.fit(X[tr], y[tr])
+            aucs.append(roc_auc_score(y[va], clf.decision_function(X[va])))
+        print(f"  train CV C={c}: AUROC {np.mean(aucs):.4f}")
+        if np.mean(aucs) > best_auc:
+            best_c, best_auc = c, float(np.mean(aucs))
+    clf = LogisticRegression(C=best_c, class_weight="balanced", max_iter=4000, random_state=seed).fit(X, y)
+    w = clf.coef_[0]
+    n_rules = hits.shape[1]
+    hash_w = w[n_rules:].astype(np.float32)
+    hash_w[np.abs(hash_w) < 1e-3] = 0.0
+    # readable names for the strongest positive n-grams
+    top = set(np.argsort(-hash_w)[:400].tolist())
+    terms: dict[int, str] = {}
+    for ts in toks:
+        for ng in ts + [f"{a} {b}" for a, b in zip(ts, ts[1:])]:
+            if len(terms) >= len(top):
+                break
+            b = ngram_bucket(ng)
+            if b in top and b not in terms and hash_w[b] > 0:
+                terms[b] = ng
+    model = ExtractionModel(rules.extraction_names, w[:n_rules].astype(np.float64), hash_w,
+                            float(clf.intercept_[0]), terms)
+    print(f"  chose C={best_c}; rule weights: " +
+          ", ".join(f"{n}={v:+.2f}" for n, v in zip(rules.extraction_names, model.rule_w)))
+    return model
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--eval-only", action="store_true", help="evaluate the packaged model only")
+    args = ap.parse_args()
+    if args.eval_only:
+        evaluate(load_model())
+        return
+    model = train()
+    path = model_path()
+    model.save(path)
+    print(f"wrote {path} ({path.stat().st_size / 1024:.0f} KiB, {np.count_nonzero(model.hash_w)} of {N_BUCKETS} "
+          "hashed weights non-zero)")
+    evaluate(model)
+
+
+if __name__ == "__main__":
+    main()
