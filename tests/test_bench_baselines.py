@@ -48,6 +48,7 @@ def test_mmd_hand_case():
     # k(x,x') = 1, k(y,y') = 1, k(x,y) = exp(-1): MMD^2 = 2 - 2/e
     assert mmd2_unbiased(x, y, gamma=1.0) == pytest.approx(2 - 2 * math.exp(-1))
     assert mmd2_unbiased(x, x.copy(), gamma=1.0) == pytest.approx(0.0)
+    assert mmd2_unbiased(x, y, gamma=1.0, syy=1.0) == pytest.approx(2 - 2 * math.exp(-1))
     with pytest.raises(ValueError):
         mmd2_unbiased(x[:1], y, 1.0)
 

@@ -201,18 +201,22 @@ def _rbf(a: np.ndarray, b: np.ndarray, gamma: float) -> np.ndarray:
     return np.exp(-gamma * np.maximum(d2, 0.0))
 
 
-def mmd2_unbiased(x: np.ndarray, y: np.ndarray, gamma: float) -> float:
+def _mean_offdiag(k: np.ndarray) -> float:
+    n = len(k)
+    return float((k.sum() - np.trace(k)) / (n * (n - 1)))
+
+
+def mmd2_unbiased(x: np.ndarray, y: np.ndarray, gamma: float, syy: float | None = None) -> float:
     """Unbiased estimate of the squared MMD between samples ``x`` and ``y`` with an RBF kernel
-    ``exp(-gamma * |a-b|^2)``. Needs at least two rows in each sample."""
+    ``exp(-gamma * |a-b|^2)``. Needs at least two rows in each sample. ``syy``: the mean off-diagonal
+    kernel value of ``y`` when already known (it does not depend on ``x``)."""
     n, m = len(x), len(y)
     if n < 2 or m < 2:
         raise ValueError("MMD needs at least two rows in each sample")
-    kxx = _rbf(x, x, gamma)
-    kyy = _rbf(y, y, gamma)
-    kxy = _rbf(x, y, gamma)
-    sxx = (kxx.sum() - np.trace(kxx)) / (n * (n - 1))
-    syy = (kyy.sum() - np.trace(kyy)) / (m * (m - 1))
-    return float(sxx + syy - 2.0 * kxy.mean())
+    sxx = _mean_offdiag(_rbf(x, x, gamma))
+    if syy is None:
+        syy = _mean_offdiag(_rbf(y, y, gamma))
+    return float(sxx + syy - 2.0 * _rbf(x, y, gamma).mean())
 
 
 @register
@@ -249,6 +253,7 @@ class MMDBaseline(AccountBaseline):
         d2 = (r * r).sum(1)[:, None] + (r * r).sum(1)[None, :] - 2.0 * (r @ r.T)
         med = float(np.median(np.maximum(d2[np.triu_indices(len(r), 1)], 0.0)))
         self.gamma_ = 1.0 / med if med > 0 else 1.0
+        self.reference_kernel_mean_ = _mean_offdiag(_rbf(r, r, self.gamma_))
         calib = {a: groups[a] for a in accounts[half:]}
         return calib or groups
 
@@ -256,7 +261,7 @@ class MMDBaseline(AccountBaseline):
         if len(rows) < self.min_requests:
             return math.nan, f"{len(rows)} requests < {self.min_requests}: not tested"
         x = emb[rows[-self.window:]].astype(np.float64)
-        v = mmd2_unbiased(x, self.reference_, self.gamma_)
+        v = mmd2_unbiased(x, self.reference_, self.gamma_, self.reference_kernel_mean_)
         return v, f"window of {len(x)} prompts vs {len(self.reference_)} benign-history prompts"
 
 

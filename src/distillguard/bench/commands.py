@@ -31,6 +31,11 @@ def run_bench(scenarios: list[str], out: Path, seed: int = 1, baseline_seed: int
     fractions = runner.QUICK_FRACTIONS if quick else runner.FRACTIONS
     max_scans = 20 if quick else 60
     out.mkdir(parents=True, exist_ok=True)
+    if corpora is None and traffic is None:
+        from distillguard.corpora import find_corpora_dir
+
+        found = find_corpora_dir()  # the shared third-party corpora when present, else the built-in prompts
+        corpora = str(found) if found else None
     report: dict = {
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "command": command,
@@ -89,7 +94,9 @@ def bench(
     from distillguard.bench import report as R
     from distillguard.bench.runner import TARGETS
 
-    console = Console(stderr=False)
+    console = Console()
+    if not console.is_terminal or console.width < 150:
+        console = Console(width=150)  # the table has one column per method: do not wrap it into a tower
     if not 0 <= target_fpr < 1:
         console.print(f"[red]--target-fpr must be in [0, 1), got {target_fpr}[/red]")
         raise typer.Exit(EXIT_CONFIG)

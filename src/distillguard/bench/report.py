@@ -50,8 +50,9 @@ def metric_rows(results: dict, targets: dict | None = None) -> list[tuple[str, s
     add("worst detection delay (share of campaign requests)", "max_delay_requests", lambda v: _pct(v, 2))
     groups = sorted({g for m in methods for g in results[m]["flag_share_by_group"]})
     benign_groups = {g for m in methods for g in results[m]["persona_fpr"]}
+    hard = {g for m in methods for g in results[m].get("hard_negatives", [])}
     for g in groups:
-        kind = "benign" if g in benign_groups else "attack"
+        kind = ("hard negative" if g in hard else "benign") if g in benign_groups else "attack"
         add(f"flagged share · {g} ({kind})", None,
             lambda v: _pct(v, 2), lambda r, g=g: r["flag_share_by_group"].get(g, math.nan))
     add("run time, fit + score (s)", None, lambda v: _num(v, 1),

@@ -189,13 +189,16 @@ def evaluate(test: Traffic, score: np.ndarray, flagged: np.ndarray) -> dict:
     """Account-level metrics of one method on one labelled stream."""
     y = test.is_attack
     persona = M.fpr_by_group(test.groups, y, flagged)
+    # the per-persona target is on the hard negatives when the scenario names them, else every benign group
+    hard = {g: v for g, v in persona.items() if g in test.hard_negatives} or persona
     campaign_ids = [test.campaign_of.get(a) for a in test.accounts]
     c_recall, c_shares = M.campaign_recall(campaign_ids, flagged)
     return {
         "attack_recall": M.recall(y, flagged),
         "benign_fpr": M.false_positive_rate(y, flagged),
         "persona_fpr": persona,
-        "persona_fpr_max": max(persona.values()) if persona else math.nan,
+        "persona_fpr_max": max(hard.values()) if hard else math.nan,
+        "hard_negatives": sorted(hard),
         "flag_share_by_group": M.flag_share_by_group(test.groups, flagged),
         "campaign_recall": c_recall,
         "campaign_flag_share": c_shares,

@@ -29,6 +29,7 @@ class Traffic:
     groups: list[str]  # group (persona) per account
     campaign_of: dict[str, str] = field(default_factory=dict)  # attack account -> campaign id
     allowlist: frozenset = frozenset()
+    hard_negatives: frozenset = frozenset()  # benign groups the scenario marks as hard negatives
     scenario: dict = field(default_factory=dict)
     path: Path | None = None
 
@@ -139,9 +140,11 @@ def load_traffic(folder: str | os.PathLike) -> Traffic:
     allow = scenario.get("allowlist") or []
     if isinstance(allow, dict):
         allow = allow.get("accounts") or []
+    sgroups = scenario.get("groups") if isinstance(scenario.get("groups"), dict) else {}
+    hard = frozenset(str(g) for g, v in sgroups.items() if isinstance(v, dict) and v.get("hard_negative"))
     return Traffic(events=events, accounts=accounts, is_attack=is_attack, groups=groups,
-                   campaign_of=campaign_of, allowlist=frozenset(str(a) for a in allow), scenario=scenario,
-                   path=folder)
+                   campaign_of=campaign_of, allowlist=frozenset(str(a) for a in allow), hard_negatives=hard,
+                   scenario=scenario, path=folder)
 
 
 def simulate_traffic(out_dir: str | os.PathLike, scenario: str, seed: int, corpora=None,
