@@ -7,6 +7,7 @@ autoescaping, so untrusted text (account ids) never becomes markup.
 from __future__ import annotations
 
 import math
+import random
 from datetime import datetime, timezone
 from typing import Any
 
@@ -201,7 +202,11 @@ def graph(nodes: list[dict[str, Any]], edges: list[tuple[str, str, str]], *, see
         rng = np.random.default_rng(seed)
         init = rng.uniform(-1, 1, size=(len(linked), 2)).tolist()
         weights = [sum(_KIND_PULL.get(k, 1.0) for k in ks) for ks in pair_kinds.values()]
-        lay = np.array(g.layout_fruchterman_reingold(seed=init, niter=500, weights=weights).coords, dtype=float)
+        ig.set_random_number_generator(random.Random(seed))  # same input, same picture
+        try:
+            lay = np.array(g.layout_fruchterman_reingold(seed=init, niter=500, weights=weights).coords, dtype=float)
+        finally:
+            ig.set_random_number_generator(random)
         if len(linked) == 1:
             lay = np.zeros((1, 2))
         lo, hi = lay.min(axis=0), lay.max(axis=0)

@@ -267,7 +267,7 @@ def attach_table(con: duckdb.DuckDBPyConnection, name: str, source: Any, *, tabl
         con.register(name, source)
     elif isinstance(source, duckdb.DuckDBPyConnection):
         try:
-            data = source.table(table).fetch_arrow_table()
+            data = source.table(table).to_arrow_table()
         except duckdb.Error as exc:
             raise ReportInputError(f"{table} (DuckDB connection): cannot read table {table!r}: {exc}") from None
         con.register(name, data)
@@ -284,13 +284,27 @@ def attach_table(con: duckdb.DuckDBPyConnection, name: str, source: Any, *, tabl
             elif path.suffix == ".parquet":
                 con.read_parquet(str(path)).create_view(name)
             elif path.suffix in (".duckdb", ".db", ".ddb"):
-                alias = f"src_{name}"
-                quoted = str(path).replace("'", "''")
-                con.execute(f"ATTACH '{quoted}' AS {alias} (READ_ONLY)")
-                con.execute(f'CREATE VIEW {name} AS SELECT * FROM {alias}."{table}"')
+                _attach_duckdb_file(con, name, path, table)
             else:
                 raise ReportInputError(f"{path}: unsupported {table} format (use .parquet, a parquet folder or .duckdb)")
         except duckdb.Error as exc:
             raise ReportInputError(f"{path}: cannot read {table}: {exc}") from None
     cols = [r[0] for r in con.execute(f"DESCRIBE {name}").fetchall()]
     return cols
+
+
+def _attach_duckdb_file(con: duckdb.DuckDBPyConnection, name: str, path: Path, table: str) -> None:
+    """A DuckDB file's table as view ``name``: attached read-only (nothing loaded up front), or, when this
+    process already has the file open (say, the scan still holds it), read through that open database."""
+    alias = f"src_{name}"
+    quoted = str(path).replace("'", "''")
+    try:
+        con.execute(f"ATTACH '{quoted}' AS {alias} (READ_ONLY)")
+    except duckdb.Error:
+        shared = duckdb.connect(str(path))  # the process-wide instance already open for this file
+        try:
+            con.register(name, shared.table(table).to_arrow_table())
+        finally:
+            shared.close()
+        return
+    con.execute(f'CREATE VIEW {name} AS SELECT * FROM {alias}."{table}"')

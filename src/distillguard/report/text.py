@@ -10,21 +10,24 @@ from __future__ import annotations
 
 import json
 import math
-import unicodedata
+import re
 from datetime import datetime, timezone
 from typing import Any
 
 __all__ = ["clean", "human", "pct", "fmt_num", "fmt_ts", "js_json"]
 
-# Characters shown as markers: bidi embeddings/overrides/isolates, zero-width, BOM, line/para separators.
-_SUSPECT = set(range(0x202A, 0x202F)) | set(range(0x2066, 0x206A)) | {
-    0x200B, 0x200C, 0x200D, 0x200E, 0x200F, 0x2060, 0x2061, 0x2062, 0x2063, 0x2064,
-    0x061C, 0xFEFF, 0x2028, 0x2029, 0x180E, 0x00AD, 0x034F, 0x115F, 0x1160, 0x3164, 0xFFA0,
-}
+# Characters shown as markers: C0/C1 controls (not tab/newline), bidi embeddings/overrides/isolates and
+# marks, zero-width and invisible fillers, BOM, line/paragraph separators, variation selectors, tag
+# characters, surrogates and private-use code points.
+_SUSPECT = re.compile(
+    "[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u00ad\u034f\u061c\u115f\u1160\u180e\u200b-\u200f"
+    "\u2028-\u202e\u2060-\u2064\u2066-\u2069\u3164\ufe00-\ufe0f\ufeff\uffa0\ud800-\udfff"
+    "\ue000-\uf8ff\U000e0000-\U000e007f\U000f0000-\U0010ffff]"
+)
 
 
-def _marker(ch: str) -> str:
-    return f"\u27e6U+{ord(ch):04X}\u27e7"
+def _marker(m: re.Match) -> str:
+    return f"\u27e6U+{ord(m.group()):04X}\u27e7"
 
 
 def clean(value: Any, limit: int | None = None, *, keep_newlines: bool = False) -> str:
@@ -34,20 +37,11 @@ def clean(value: Any, limit: int | None = None, *, keep_newlines: bool = False) 
     text = value if isinstance(value, str) else str(value)
     if limit is not None and len(text) > limit * 4:
         text = text[: limit * 4]  # bound the work before scanning
-    out: list[str] = []
-    for ch in text:
-        cp = ord(ch)
-        if ch in "\n\r\t":
-            out.append(ch if keep_newlines else " ")
-        elif cp in _SUSPECT or (0xE0000 <= cp <= 0xE007F) or (0xFE00 <= cp <= 0xFE0F):
-            out.append(_marker(ch))
-        elif cp < 0x20 or 0x7F <= cp < 0xA0 or unicodedata.category(ch) in ("Cs", "Co", "Cn"):
-            out.append(_marker(ch))
-        else:
-            out.append(ch)
-    result = "".join(out)
-    if not keep_newlines:
-        result = " ".join(result.split())
+    if keep_newlines:
+        text = text.replace("\r\n", "\n").replace("\r", "\n")
+    else:
+        text = " ".join(text.split())
+    result = _SUSPECT.sub(_marker, text)
     if limit is not None and len(result) > limit:
         result = result[: max(limit - 1, 0)].rstrip() + "\u2026"
     return result
