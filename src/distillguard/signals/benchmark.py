@@ -34,7 +34,7 @@ BENCHMARK_SOURCES: dict[str, tuple[str, ...]] = {
 BENCHMARK_CAPABILITY = {"gsm8k": "math", "math": "math", "humaneval": "code", "mbpp": "code", "mmlu": "reasoning"}
 
 SHINGLE = 5
-INDEX_VERSION = 2
+INDEX_VERSION = 3
 MAX_ITEMS_PER_SHINGLE = 5
 MIN_ITEM_SHINGLES = 3
 

@@ -117,16 +117,34 @@ def prepare(system_text: str | None, user_text: str | None) -> str:
 _QUOTED = re.compile(r"\"[^\"\n]{1,300}\"|“[^”\n]{1,300}”|«[^»\n]{1,300}»|'[^'\n]{4,300}'(?!\w)|`[^`\n]{1,300}`")
 _URL = re.compile(r"https?://\S+|\b[\w.+-]+@[\w-]+\.[\w.-]+\b")
 _NUM = re.compile(r"\d+(?:[.,:/]\d+)*")
-#: a capitalised word inside a sentence (not after sentence-ending punctuation or a line start)
-_NAME = re.compile(r"(?<=[a-z0-9,;:)] )[A-Z][a-z]{1,20}(?:'s)?\b")
+#: a capitalised word; masked as a name unless it is a common sentence-initial word (context-free, so a
+#: question masks the same way alone or inside a wrapper)
+_NAME = re.compile(r"\b[A-Z][a-z]{1,20}\b")
+_NOT_NAMES = frozenset("""
+a an the this that these those there then than what which who whom whose when where why how if is are was were
+be been do does did can could would should will shall may might must have has had i you he she it we they me my
+your his her its our their them us in on at by for from to of with without about above below after before
+during into over under again once here all any both each few more most other some such no nor not only own
+same so too very just but and or as because until while let lets please consider suppose given find
+solve write compute calculate determine show prove explain describe give list answer question problem
+task step note also yes ok okay hi hello dear thanks thank now today first second third next finally
+one two three four five six seven eight nine ten every many much assume imagine use using return
+output input example examples instructions instruction system user assistant rules rule response format
+json python true false none null
+""".split())
+
+
+def _name(m: re.Match) -> str:
+    w = m.group(0)
+    return w if w.lower() in _NOT_NAMES else "NAME"
 
 
 def mask(text: str) -> str:
     """Mask the parts of a prompt that vary between uses of one template: quoted spans, URLs/e-mails,
-    numbers and names (capitalised words inside a sentence)."""
+    numbers and names (capitalised words other than common sentence-initial words)."""
     t = _QUOTED.sub(" QSPAN ", text)
     t = _URL.sub(" URL ", t)
-    t = _NAME.sub("NAME", t)
+    t = _NAME.sub(_name, t)
     return _NUM.sub("0", t)
 
 
