@@ -127,6 +127,10 @@ class Gateway:
 
     # ----------------------------------------------------------------- lifecycle
     async def startup(self) -> None:
+        try:  # load the scorer's models/indexes now rather than on the first request
+            self.engine.score({"messages": [{"role": "user", "content": "warm up"}]})
+        except Exception as exc:  # a broken scorer is handled per request by fail_mode
+            log.warning("scorer warm-up failed: %s", exc)
         if self.client is None:
             self.client = httpx.AsyncClient(
                 transport=self.transport,
@@ -230,7 +234,7 @@ class Gateway:
         pol = self.policy
         timeout = httpx.Timeout(connect=pol.upstream_connect_timeout_s,
                                 read=pol.stream_idle_timeout_s if stream else pol.upstream_timeout_s,
-                                write=pol.upstream_timeout_s, pool=pol.upstream_connect_timeout_s)
+                                write=pol.upstream_timeout_s, pool=pol.upstream_timeout_s)
         url = self.upstream.rstrip("/") + request.url.path
         if request.url.query:
             url += "?" + request.url.query
@@ -501,7 +505,7 @@ class Gateway:
 
     # ----------------------------------------------------------------- LiteLLM Generic Guardrail API
     async def generic_guardrail(self, request: Request) -> Response:
-        from distillguard.gateway.litellm_guardrail import generic_guardrail_response
+        from distillguard.gateway.generic_guardrail import generic_guardrail_response
 
         if self.guardrail_api_key:
             auth = request.headers.get("authorization", "")

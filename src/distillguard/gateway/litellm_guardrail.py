@@ -18,87 +18,17 @@ from __future__ import annotations
 import os
 import time
 import uuid
-from typing import TYPE_CHECKING, Any, AsyncGenerator
+from typing import Any, AsyncGenerator
 
 from distillguard.gateway.engine import Decision, Engine
+from distillguard.gateway.generic_guardrail import REFUSING, refusal_reason
 from distillguard.gateway.policy import Policy, default_policy, load_policy
 from distillguard.gateway.reasoning import REASONING_KEYS, summarize
 from distillguard.gateway.state import open_state
 
-if TYPE_CHECKING:  # pragma: no cover
-    from distillguard.gateway.app import Gateway
-
-__all__ = ["generic_guardrail_response", "DistillGuardGuardrail", "LITELLM_VERSION"]
+__all__ = ["DistillGuardGuardrail", "LITELLM_VERSION"]
 
 LITELLM_VERSION = "1.81.16"
-_REFUSING = {"block", "throttle", "step_up", "unavailable"}
-
-
-def _account_from_payload(payload: dict, gw: "Gateway") -> str:
-    headers = payload.get("request_headers") or {}
-    if isinstance(headers, dict):
-        lower = {str(k).lower(): v for k, v in headers.items()}
-        v = lower.get(gw.policy.account_header)
-        if isinstance(v, str) and v:
-            return v[:256]
-    rd = payload.get("request_data") or {}
-    for key in ("user_api_key_end_user_id", "user_api_key_user_id", "user_api_key_team_id"):
-        if isinstance(rd.get(key), str) and rd[key]:
-            return rd[key][:256]
-    if isinstance(rd.get("user_api_key_hash"), str) and rd["user_api_key_hash"]:
-        return "litellm:" + rd["user_api_key_hash"][:24]
-    return "anonymous"
-
-
-def _body_from_payload(payload: dict) -> dict:
-    msgs = payload.get("structured_messages")
-    if isinstance(msgs, list) and msgs:
-        messages = [m for m in msgs if isinstance(m, dict)]
-    else:
-        messages = [{"role": "user", "content": t} for t in payload.get("texts") or [] if isinstance(t, str)]
-    body: dict[str, Any] = {"messages": messages, "model": payload.get("model") or ""}
-    if isinstance(payload.get("tools"), list):
-        body["tools"] = payload["tools"]
-    return body
-
-
-def _reason_text(d: Decision) -> str:
-    eff = d.effective
-    if eff == "unavailable":
-        return "distillguard_unavailable: request could not be screened"
-    if eff == "throttle":
-        return f"distillguard_throttled: retry after {d.verdict.retry_after_s} s"
-    if eff == "step_up":
-        return f"step_up_required: {d.verdict.reason}"
-    return f"distillguard_blocked:{d.verdict.reason}"
-
-
-def generic_guardrail_response(gw: "Gateway", payload: dict) -> dict:
-    """Answer one Generic Guardrail API call (request or response phase)."""
-    t0 = time.perf_counter()
-    call_id = str(payload.get("litellm_call_id") or uuid.uuid4().hex)
-    input_type = payload.get("input_type", "request")
-    path = "litellm:" + str(input_type)
-    if input_type == "response":
-        d = gw._call_decisions.pop(call_id, None)
-        if d is None or d.effective != "canary":
-            return {"action": "NONE"}
-        texts = payload.get("texts") or []
-        now = time.time()
-        new = [gw.canary.insert(d.account_id, t, now) if isinstance(t, str) and i == 0 else t
-               for i, t in enumerate(texts)]
-        return {"action": "GUARDRAIL_INTERVENED", "texts": new}
-    account = _account_from_payload(payload, gw)
-    d = gw.engine.decide(account, _body_from_payload(payload), call_id, path)
-    eff = d.effective
-    gw.audit(d, path, 403 if eff in _REFUSING else 200, None, 0, t0)
-    if eff in _REFUSING:
-        return {"action": "BLOCKED", "blocked_reason": _reason_text(d)}
-    if eff == "canary":
-        if len(gw._call_decisions) > 10_000:
-            gw._call_decisions.clear()
-        gw._call_decisions[call_id] = d
-    return {"action": "NONE"}
 
 
 # ------------------------------------------------------------------------------------------ CustomGuardrail
@@ -151,17 +81,22 @@ class DistillGuardGuardrail(_Base):  # type: ignore[misc,valid-type]
         super().__init__(**kwargs)
 
     def _account(self, user_api_key_dict: Any, data: dict) -> str:
+        """The provider's account header if LiteLLM saw it, else the key's user or team id, else the key hash,
+        else the client-supplied end-user id."""
         headers = ((data.get("proxy_server_request") or {}).get("headers") or {})
         lower = {str(k).lower(): v for k, v in headers.items()} if isinstance(headers, dict) else {}
         v = lower.get(self.engine.policy.account_header)
-        if v:
+        if v and v != "[present]":
             return str(v)[:256]
-        for attr in ("end_user_id", "user_id", "team_id"):
+        for attr in ("user_id", "team_id"):
             val = getattr(user_api_key_dict, attr, None)
             if val:
-                return str(val)
-        token = getattr(user_api_key_dict, "token", None) or getattr(user_api_key_dict, "api_key", None)
-        return "litellm:" + str(token)[:24] if token else "anonymous"
+                return str(val)[:256]
+        token = getattr(user_api_key_dict, "token", None)
+        if token:
+            return "litellm:" + str(token)[:24]
+        end_user = getattr(user_api_key_dict, "end_user_id", None) or data.get("user")
+        return f"end-user:{end_user}"[:256] if end_user else "anonymous"
 
     def _audit(self, d: Decision, status: int) -> None:
         row = {"request_id": d.request_id, "timestamp": time.time(), "account_id": d.account_id,
@@ -180,14 +115,14 @@ class DistillGuardGuardrail(_Base):  # type: ignore[misc,valid-type]
         rid = str(data.get("litellm_call_id") or uuid.uuid4().hex)
         d = self.engine.decide(self._account(user_api_key_dict, data), data, rid, f"litellm:{call_type}")
         eff = d.effective
-        if eff in _REFUSING:
+        if eff in REFUSING:
             status = {"throttle": 429, "unavailable": 503}.get(eff, 403)
             self._audit(d, status)
             headers = {"Retry-After": str(d.verdict.retry_after_s)} if eff == "throttle" else None
             code = {"throttle": "distillguard_throttled", "step_up": "step_up_required",
                     "unavailable": "distillguard_unavailable"}.get(eff, f"distillguard_blocked:{d.verdict.reason}")
             raise HTTPException(status_code=status, headers=headers,
-                                detail={"error": _reason_text(d), "code": code, "request_id": rid})
+                                detail={"error": refusal_reason(d), "code": code, "request_id": rid})
         self._audit(d, 200)
         if eff in ("withhold_reasoning", "canary"):
             if len(self._decisions) > 10_000:
