@@ -41,6 +41,9 @@ class Detector:
     inputs: ClassVar[tuple[str, ...]] = ()
     #: whether :meth:`score` works before :meth:`fit`
     requires_fit: ClassVar[bool] = False
+    #: configuration :func:`get_detector` passes when the caller gives none (for classes whose
+    #: ``__init__`` has required keywords, e.g. one class registered under several names)
+    default_config: ClassVar[dict] = {}
 
     def get_params(self) -> dict:
         """The configuration given to ``__init__`` (public attributes without a trailing underscore)."""
@@ -81,19 +84,40 @@ def _load_entry_points() -> None:
         return
     _loaded_entry_points = True
     for ep in entry_points(group=ENTRY_POINT_GROUP):
-        register(ep.load())
+        try:
+            cls = ep.load()
+        except Exception as exc:  # a broken plug-in names itself instead of breaking every command
+            raise ImportError(f"detector entry point {ep.name!r} ({ep.value}) failed to load: {exc}") from exc
+        register(cls)
+
+
+#: modules whose import registers the built-in detectors
+BUILTIN_MODULES = ("distillguard.signals", "distillguard.signals.neural", "distillguard.detect.detectors")
+
+
+def _load_builtins() -> None:
+    import importlib
+
+    for mod in BUILTIN_MODULES:
+        try:
+            importlib.import_module(mod)
+        except ModuleNotFoundError as exc:
+            if exc.name is None or not mod.startswith(exc.name):
+                raise  # a dependency of an existing module is missing: surface it
 
 
 def available_detectors() -> dict[str, type[Detector]]:
     """Every registered detector, built-in and from entry points, by name."""
-    import distillguard.signals  # noqa: F401  (built-ins register on import)
-
+    _load_builtins()
     _load_entry_points()
     return dict(_REGISTRY)
 
 
 def get_detector(name: str, **config) -> Detector:
+    """An instance of the detector registered as ``name``, configured with ``default_config`` updated by
+    ``config``."""
     detectors = available_detectors()
     if name not in detectors:
         raise KeyError(f"no detector named {name!r}; known: {', '.join(sorted(detectors))}")
-    return detectors[name](**config)
+    cls = detectors[name]
+    return cls(**{**cls.default_config, **config})
