@@ -74,8 +74,8 @@ class Store:
 
     ``retention``: ``full`` keeps text; ``truncated`` keeps the first ``truncate_chars`` characters;
     ``hashed`` keeps ``sha256:<hex>`` of the text (equal texts still compare equal). The policy is recorded
-    in the file's ``meta`` table on first use; reopening with a different policy is an error, so one store
-    never mixes policies silently.
+    in the file's ``meta`` table; reopening a store that holds events with a different policy is an error, so
+    one store never mixes policies silently.
     """
 
     def __init__(self, path: str | os.PathLike = ":memory:", retention: str | None = None,
@@ -98,6 +98,12 @@ class Store:
             if not read_only:
                 self._set_meta("retention", self.retention)
                 self._set_meta("truncate_chars", str(truncate_chars))
+        elif (retention is not None and retention != stored and not read_only
+              and self.con.execute("SELECT count(*) FROM events").fetchall()[0][0] == 0):
+            self.retention = retention  # nothing stored yet: the policy may still change
+            self.truncate_chars = truncate_chars
+            self._set_meta("retention", retention)
+            self._set_meta("truncate_chars", str(truncate_chars))
         else:
             if retention is not None and retention != stored:
                 raise ValueError(f"{self.path} was created with retention={stored!r}; "
@@ -114,18 +120,18 @@ class Store:
 
     def _meta(self, key: str) -> str | None:
         try:
-            row = self.con.execute("SELECT value FROM meta WHERE key = ?", [key]).fetchone()
+            rows = self.con.execute("SELECT value FROM meta WHERE key = ?", [key]).fetchall()
         except duckdb.CatalogException:
             return None
-        return row[0] if row else None
+        return rows[0][0] if rows else None
 
     def _set_meta(self, key: str, value: str) -> None:
         self.con.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", [key, value]).fetchall()
 
     def has_table(self, name: str) -> bool:
-        row = self.con.execute(
-            "SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [name]).fetchone()
-        return bool(row and row[0])
+        rows = self.con.execute(
+            "SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [name]).fetchall()
+        return bool(rows[0][0])
 
     # ------------------------------------------------------------------ ingest
 
@@ -172,7 +178,7 @@ class Store:
                 try:
                     if signal_fn is None:
                         n_new = con.execute(f"INSERT INTO events ({quoted}) SELECT {select_cols} "
-                                            f"FROM ({new_rows})").fetchone()[0]
+                                            f"FROM ({new_rows})").fetchall()[0][0]
                     else:
                         new = con.sql(new_rows).to_arrow_table().cast(EVENT_SCHEMA)
                         n_new = new.num_rows
@@ -181,7 +187,7 @@ class Store:
                             con.register("_dg_new", new)
                             try:
                                 con.execute(f"INSERT INTO events ({quoted}) SELECT {select_cols} "
-                                            "FROM _dg_new").fetchone()
+                                            "FROM _dg_new").fetchall()
                             finally:
                                 con.unregister("_dg_new")
                 finally:
@@ -274,7 +280,7 @@ class Store:
             raise ValueError(f"unknown table {table!r}")
         if not self.has_table(table):
             return 0
-        return self.con.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+        return self.con.execute(f"SELECT count(*) FROM {table}").fetchall()[0][0]
 
     def close(self) -> None:
         self.con.close()

@@ -13,6 +13,7 @@ import csv
 import gzip
 import io
 import os
+import zlib
 from concurrent.futures import ProcessPoolExecutor
 from collections import deque
 from pathlib import Path
@@ -220,6 +221,8 @@ def parse_lines(label: str, start_line: int, lines: list[bytes], shape: str, eof
                 rejects.append((ln, f"{suffix.lstrip('#')}.{e.field}" if suffix else e.field, e.reason, line))
             except Exception as e:  # noqa: BLE001
                 rejects.append((ln, "<record>", f"invalid value: {type(e).__name__}: {e}", line))
+        if n_here == 0:  # an OTLP export holding no spans at all: nothing to ingest, nothing wrong
+            skipped += 1
         records += max(n_here - 1, 0)
     return rows, rejects, records, skipped
 
@@ -233,12 +236,95 @@ def _parse_task(label: str, start_line: int, data: bytes, shape: str, eof_unterm
     return batch, rejects, records, skipped
 
 
-def _line_blocks(fh, block_bytes: int, max_lines: int) -> Iterator[tuple[int, list[bytes], bool]]:
-    """(first line number, lines, eof_unterminated) in bounded blocks; line numbers are 1-based."""
+class _GzipLines:
+    """``readlines(hint)`` over a gzip file (multi-member too) that hands out every byte it could decompress
+    before reporting a corrupt or truncated stream (the stdlib reader loses the chunk in flight)."""
+
+    def __init__(self, path: Path):
+        self.raw = open(path, "rb")
+        self.d = zlib.decompressobj(wbits=31)
+        self.buf = b""
+        self.done = False
+        self.error: Exception | None = None
+
+    def _fill(self) -> None:
+        chunk = self.raw.read(1 << 20)
+        if not chunk:
+            self.done = True
+            if not self.d.eof:
+                self.error = EOFError("compressed file ended before the end-of-stream marker was reached")
+            return
+        out = []
+        data = chunk
+        while data:
+            if self.d.eof:  # the previous member ended: the rest is another member
+                self.d = zlib.decompressobj(wbits=31)
+            try:
+                out.append(self.d.decompress(data))
+            except zlib.error as e:
+                self.done, self.error = True, e
+                break
+            data = self.d.unused_data if self.d.eof else b""
+        self.buf += b"".join(out)
+
+    def readlines(self, hint: int) -> list[bytes]:
+        while len(self.buf) < hint and not self.done:
+            self._fill()
+        if not self.buf:
+            if self.error is not None:
+                err, self.error = self.error, None
+                raise err
+            return []
+        if self.done:
+            data, self.buf = self.buf, b""
+        else:
+            cut = self.buf.rfind(b"\n") + 1
+            if cut == 0:  # one very long line: keep reading until it ends
+                while not self.done and b"\n" not in self.buf[-(1 << 20):]:
+                    self._fill()
+                cut = self.buf.rfind(b"\n") + 1 if not self.done else len(self.buf)
+            data, self.buf = self.buf[:cut], self.buf[cut:]
+        return io.BytesIO(data).readlines()
+
+    def close(self) -> None:
+        self.raw.close()
+
+    def __enter__(self) -> "_GzipLines":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _open_lines(path: Path):
+    with open(path, "rb") as probe:
+        magic = probe.read(2)
+    if magic == b"\x1f\x8b":
+        return _GzipLines(path)
+    return open(path, "rb", buffering=1024 * 1024)
+
+
+class _Unreadable:
+    """Marks where a compressed stream turned out corrupt or truncated."""
+
+    def __init__(self, error: Exception):
+        self.error = error
+
+
+def _line_blocks(fh, block_bytes: int, max_lines: int) -> Iterator[tuple[int, list[bytes] | _Unreadable, bool]]:
+    """(first line number, lines, eof_unterminated) in bounded blocks; line numbers are 1-based. A corrupt or
+    truncated gzip stream ends the blocks with ``(line, _Unreadable(error), False)``."""
     line_no = 1
     pending: list[bytes] = []
     while True:
-        chunk = fh.readlines(block_bytes)
+        try:
+            chunk = fh.readlines(block_bytes)
+        except (EOFError, OSError, zlib.error) as e:
+            if pending:
+                yield line_no, pending, not pending[-1].endswith(b"\n")
+                line_no += len(pending)
+            yield line_no, _Unreadable(e), False
+            return
         if not chunk:
             break
         pending.extend(chunk)
@@ -252,6 +338,12 @@ def _line_blocks(fh, block_bytes: int, max_lines: int) -> Iterator[tuple[int, li
             pending = []
     if pending:
         yield line_no, pending, not pending[-1].endswith(b"\n")
+
+
+def _unreadable(em: "_Emitter", label: str, line: int, marker: _Unreadable) -> None:
+    em.result(label, None, [], 1)
+    em.reject(label, line, "<file>", f"unreadable compressed data from this line on (corrupt or truncated "
+                                     f"file): {marker.error}", None)
 
 
 class _Emitter:
@@ -289,10 +381,13 @@ class _Emitter:
 
 def _read_jsonl(path: Path, label: str, shape: str, em: _Emitter, batch_rows: int, workers: int,
                 pool_box: list) -> Iterator[pa.RecordBatch]:
-    with _open_binary(path) as fh:
+    with _open_lines(path) as fh:
         blocks = _line_blocks(fh, BLOCK_BYTES, batch_rows)
         if workers <= 1:
             for start, lines, unterminated in blocks:
+                if isinstance(lines, _Unreadable):
+                    _unreadable(em, label, start, lines)
+                    continue
                 rows, rejects, records, skipped = parse_lines(label, start, lines, shape, unterminated)
                 out = em.result(label, _safe_batch(rows, rejects), rejects, records, skipped)
                 if out is not None:
@@ -308,6 +403,13 @@ def _read_jsonl(path: Path, label: str, shape: str, em: _Emitter, batch_rows: in
         pool = pool_box[0]
         inflight: deque = deque()
         for start, lines, unterminated in blocks:
+            if isinstance(lines, _Unreadable):
+                while inflight:
+                    out = em.result(label, *inflight.popleft().result())
+                    if out is not None:
+                        yield out
+                _unreadable(em, label, start, lines)
+                continue
             inflight.append(pool.submit(_parse_task, label, start, b"".join(lines), shape, unterminated))
             del lines
             while len(inflight) > workers + 1:
@@ -365,6 +467,8 @@ def _read_document(path: Path, label: str, shape: str, em: _Emitter, batch_rows:
                 rejects.append((idx + 1, e.field, e.reason, rec))
             except Exception as e:  # noqa: BLE001
                 rejects.append((idx + 1, "<record>", f"invalid value: {type(e).__name__}: {e}", rec))
+        if n_here == 0:
+            em.summary.skipped += 1
         records += max(n_here - 1, 0)
         em.result(label, None, rejects, records)
         if len(rows) >= batch_rows:
@@ -483,7 +587,7 @@ def _read_csv(path: Path, label: str, mapping: dict, em: _Emitter, batch_rows: i
                     bad = raw.encode("utf-8", "surrogateescape")
                     raise RecordError("<row>", _utf8_reason(bad) or "invalid UTF-8")
                 if len(values) != len(header):
-                    raise RecordError("<row>", f"expected {len(header)} columns, got {len(values)}")
+                    raise RecordError("<row>", f"row has {len(values)} columns, the header has {len(header)}")
                 rec: dict[str, Any] = {}
                 for i, v in enumerate(values):
                     if v == "":
