@@ -64,7 +64,7 @@ def _evidence_rows(items: list[dict]) -> list[dict[str, Any]]:
             "value": fmt_num(v, 3 if abs(v) < 10 and v != int(v) else 0) if v is not None else clean(value, 60),
             "threshold": (f"{clean(op, 3)} " + (fmt_num(t, 3 if abs(t) < 10 and t != int(t) else 0)))
             if t is not None else clean(thr, 60),
-            "fired": fired, "ratio": ratio,
+            "fired": fired, "ratio": ratio, "numeric": v is not None,
             "detail": clean(it.get("detail", ""), 300),
         })
     return rows
@@ -211,7 +211,7 @@ def build_model(accounts: pa.Table, doc: dict, *, events: Any = None, signals: A
             "rank": rank, "id": clean(r["account_id"], 80), "score": r["score"], "flagged": r["flagged"],
             "campaign": clean(r["campaign_id"], 40) if r["campaign_id"] else "",
             "campaign_anchor": camp_anchor.get(r["campaign_id"]) if r["campaign_id"] else None,
-            "reasons": clean(r["reasons"], 220), "requests": st.get("requests"),
+            "reasons": clean(r["reasons"], 160), "requests": st.get("requests"),
             "reasoning_tokens": st.get("reasoning_tokens"), "extraction_share": st.get("extraction_share"),
             "capability": clean(st.get("capability"), 20) if st.get("capability") else "",
             "first": fmt_ts(st.get("first")) if st.get("first") is not None else "",
