@@ -154,7 +154,7 @@ def test_cli_report_from_findings_dir(findings_dir, tmp_path):
     res = CliRunner().invoke(app, ["report", str(findings_dir), "--out", str(out), "--title", "Weekly"])
     assert res.exit_code == 0, res.output
     html = out.read_text()
-    assert "<title>Weekly</title>" in html and "bar-tok" in html and "Demands reasoning" in html
+    assert "<title>Weekly</title>" in html and "bar-tok" in html and ">Extraction<" in html
     assert_inert(html)
 
 
