@@ -40,6 +40,21 @@ class LoopbackServer:
         self.thread.join(timeout=10)
 
 
+#: enforce-mode policy used by the SDK and LiteLLM tests: block campaign members, withhold for flagged accounts
+CAMPAIGN_POLICY_YAML = """
+mode: enforce
+rules:
+  - name: campaign-block
+    when: {campaign_risk: ">= 0.95"}
+    action: block
+    reason: campaign_member
+  - name: campaign-withhold
+    when: {campaign_risk: ">= 0.5"}
+    action: withhold_reasoning
+    reason: flagged_by_batch_scan
+"""
+
+
 def keyword_scorer(system_text: str, user_text: str, tools) -> dict:
     """Deterministic stand-in for distillguard.signals.score_request in unit tests of the gateway's own
     behaviour (policy, enforcement, faults): 'step by step' prompts score 0.9, everything else 0.05."""

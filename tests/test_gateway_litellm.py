@@ -24,20 +24,10 @@ from distillguard.gateway.litellm_guardrail import LITELLM_VERSION
 from distillguard.gateway.policy import parse_policy
 from distillguard.gateway.state import SQLiteState
 from distillguard.gateway.stub import ANSWER, REASONING, StubUpstream
-from gateway_fixtures import LoopbackServer, free_port, keyword_scorer
+from gateway_fixtures import CAMPAIGN_POLICY_YAML, LoopbackServer, free_port, keyword_scorer
 
 ROOT = Path(__file__).resolve().parents[1]
-POLICY_YAML = """
-mode: enforce
-rules:
-  - name: campaign-block
-    when: {campaign_risk: ">= 0.95"}
-    action: block
-    reason: campaign_member
-  - name: campaign-withhold
-    when: {campaign_risk: ">= 0.5"}
-    action: withhold_reasoning
-"""
+POLICY_YAML = CAMPAIGN_POLICY_YAML
 
 
 def _key_account(key: str) -> str:

@@ -13,20 +13,9 @@ import pytest
 from distillguard.gateway.app import create_app
 from distillguard.gateway.policy import parse_policy
 from distillguard.gateway.stub import ANSWER, REASONING, StubUpstream
-from gateway_fixtures import LoopbackServer, keyword_scorer
+from gateway_fixtures import CAMPAIGN_POLICY_YAML, LoopbackServer, keyword_scorer
 
-POLICY = parse_policy("""
-mode: enforce
-rules:
-  - name: campaign-block
-    when: {campaign_risk: ">= 0.95"}
-    action: block
-    reason: campaign_member
-  - name: campaign-withhold
-    when: {campaign_risk: ">= 0.5"}
-    action: withhold_reasoning
-    reason: flagged_by_batch_scan
-""")
+POLICY = parse_policy(CAMPAIGN_POLICY_YAML)
 UPSTREAM_KEY = "sk-upstream-never-shown"
 
 

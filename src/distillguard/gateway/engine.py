@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from distillguard.gateway.policy import Policy, Verdict
+from distillguard.schema import RecordError, content_text
 from distillguard.gateway.state import StateError, StateStore
 
 __all__ = ["Engine", "Decision", "ScorerError", "request_texts", "resolve_account", "default_scorer"]
@@ -36,51 +37,39 @@ def default_scorer() -> Scorer:
 
 
 def _text(content: Any) -> str:
-    if content is None:
+    """Text of a message ``content`` (schema.content_text); malformed parts are skipped, not fatal, here."""
+    try:
+        return content_text(content, "content")
+    except RecordError:
+        if isinstance(content, list):
+            return "\n".join(_text(p) for p in content if isinstance(p, (str, dict)))
         return ""
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        out = []
-        for part in content:
-            if isinstance(part, str):
-                out.append(part)
-            elif isinstance(part, dict):
-                t = part.get("text") if isinstance(part.get("text"), str) else part.get("input_text")
-                if isinstance(t, str):
-                    out.append(t)
-        return "\n".join(out)
-    return ""
 
 
 def request_texts(body: dict) -> tuple[str, str, list | None]:
     """(system_text, user_text, tools) of a chat completions or Responses API request body."""
-    system, user = [], []
-    msgs = body.get("messages")
-    if isinstance(msgs, list):
-        for m in msgs:
-            if not isinstance(m, dict):
-                continue
-            role = m.get("role")
+    system: list[str] = []
+    user: list[str] = []
+
+    def take(item: Any, default_role: str | None) -> None:
+        if isinstance(item, str):
+            user.append(item)
+        elif isinstance(item, dict):
+            role = item.get("role", default_role)
             if role in ("system", "developer"):
-                system.append(_text(m.get("content")))
+                system.append(_text(item.get("content")))
             elif role == "user":
-                user.append(_text(m.get("content")))
+                user.append(_text(item.get("content")))
+
+    if isinstance(body.get("messages"), list):
+        for m in body["messages"]:
+            if isinstance(m, dict):
+                take(m, None)
     if isinstance(body.get("instructions"), str):
         system.append(body["instructions"])
     inp = body.get("input")
-    if isinstance(inp, str):
-        user.append(inp)
-    elif isinstance(inp, list):
-        for item in inp:
-            if isinstance(item, str):
-                user.append(item)
-            elif isinstance(item, dict):
-                role = item.get("role", "user")
-                if role in ("system", "developer"):
-                    system.append(_text(item.get("content")))
-                elif role == "user":
-                    user.append(_text(item.get("content")))
+    for item in ([inp] if isinstance(inp, str) else inp if isinstance(inp, list) else []):
+        take(item, "user")
     if isinstance(body.get("prompt"), str):
         user.append(body["prompt"])
     tools = body.get("tools") if isinstance(body.get("tools"), list) else None

@@ -3,7 +3,7 @@
 Answers ``/v1/chat/completions`` and ``/v1/responses``, whole or streamed, with reasoning in
 ``reasoning_content`` (chat) or a ``reasoning`` output item (Responses API). Faults are injected per request
 with the ``x-stub-fault`` header (``500``, ``503``, ``timeout`` = sleep ``x-stub-sleep`` seconds before
-answering, ``reset`` = drop the connection, ``slow`` = stream with pauses, ``cut`` = end a stream early), or
+answering, ``reset`` = fail inside the server before answering (uvicorn then answers 500), ``slow`` = stream with pauses, ``cut`` = end a stream early), or
 at random with ``StubUpstream(fault_rate=...)``. ``StubUpstream.hits`` counts requests received by request id.
 """
 
@@ -65,7 +65,7 @@ class StubUpstream:
         if fault == "timeout":
             await asyncio.sleep(float(request.headers.get("x-stub-sleep", self.timeout_sleep_s)))
         if fault == "reset":
-            raise _Reset()
+            return body, fault, _ResetResponse()
         return body, fault, None
 
     async def models(self, request: Request) -> Response:
@@ -73,10 +73,7 @@ class StubUpstream:
                         media_type="application/json")
 
     async def chat(self, request: Request) -> Response:
-        try:
-            body, fault, early = await self._pre(request)
-        except _Reset:
-            return _ResetResponse()
+        body, fault, early = await self._pre(request)
         if early is not None:
             return early
         created = int(time.time())
@@ -111,10 +108,7 @@ class StubUpstream:
         yield b"data: [DONE]\n\n"
 
     async def responses(self, request: Request) -> Response:
-        try:
-            body, fault, early = await self._pre(request)
-        except _Reset:
-            return _ResetResponse()
+        body, fault, early = await self._pre(request)
         if early is not None:
             return early
         model = body.get("model", "stub-1")
@@ -157,7 +151,7 @@ class StubUpstream:
 
 
 class _ResetResponse(Response):
-    """Closes the connection without an HTTP response (a connection reset as the client sees it)."""
+    """Raises inside the ASGI server before any response starts (under uvicorn: a bare 500)."""
 
     def __init__(self) -> None:
         super().__init__(b"")
