@@ -81,9 +81,9 @@ def test_every_event_is_canonical_sorted_and_labelled(demo):
 
 
 def test_deterministic_for_a_seed(tmp_path):
-    a = simulate(tmp_path / "a", scenario="demo", seed=11, scale=0.1)
-    b = simulate(tmp_path / "b", scenario="demo", seed=11, scale=0.1)
-    c = simulate(tmp_path / "c", scenario="demo", seed=12, scale=0.1)
+    a = simulate(tmp_path / "a", scenario="demo", seed=11, scale=0.1, chunk=1000, workers=1)
+    b = simulate(tmp_path / "b", scenario="demo", seed=11, scale=0.1, chunk=1000, workers=2)  # parallel render
+    c = simulate(tmp_path / "c", scenario="demo", seed=12, scale=0.1, chunk=1000)
     for name in ("events.jsonl", "labels.csv", "scenario.json"):
         assert (a.out_dir / name).read_bytes() == (b.out_dir / name).read_bytes(), name
     assert (a.out_dir / "events.jsonl").read_bytes() != (c.out_dir / "events.jsonl").read_bytes()

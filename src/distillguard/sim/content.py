@@ -3,8 +3,21 @@
 from __future__ import annotations
 
 import random
+from typing import Sequence, TypeVar
 
 from distillguard.sim import phrases
+
+_T = TypeVar("_T")
+
+
+def pick(r: random.Random, seq: Sequence[_T]) -> _T:
+    """``r.choice(seq)``, several times faster (one float draw)."""
+    return seq[int(r.random() * len(seq))]
+
+
+def below(r: random.Random, n: int) -> int:
+    """``r.randrange(n)``, faster."""
+    return int(r.random() * n)
 
 # ----------------------------------------------------------------------------------------------- tools
 
@@ -121,8 +134,8 @@ _SYNONYMS = {
 
 def paraphrase(phrase: str, r: random.Random) -> str:
     """A surface rewording of an instruction: synonyms, a lead-in and a tail."""
-    words = [r.choice(_SYNONYMS[w]) if w in _SYNONYMS and r.random() < 0.7 else w for w in phrase.split(" ")]
-    return r.choice(_PREFIXES) + " ".join(words) + r.choice(_SUFFIXES)
+    words = [pick(r, _SYNONYMS[w]) if w in _SYNONYMS and r.random() < 0.7 else w for w in phrase.split(" ")]
+    return pick(r, _PREFIXES) + " ".join(words) + pick(r, _SUFFIXES)
 
 
 class Template:
@@ -132,15 +145,15 @@ class Template:
 
     def __init__(self, r: random.Random, placement: str, reword: bool = False) -> None:
         if placement == "mixed":
-            placement = r.choice(("system", "user"))
+            placement = pick(r, ("system", "user"))
         self.placement = placement
-        self.phrase = r.choice(phrases.EXTRACTION)
+        self.phrase = pick(r, phrases.EXTRACTION)
         if reword:
             self.phrase = paraphrase(self.phrase, r)
-        self.wrapper = r.choice(phrases.ROLEPLAY) if r.random() < 0.3 else None
-        self.spec = r.choice(phrases.JSON_SPECS) if r.random() < 0.35 else None
-        self.system = r.choice(SYSTEM_BASES)
-        self.leadin = r.choice(LEADINS)
+        self.wrapper = pick(r, phrases.ROLEPLAY) if r.random() < 0.3 else None
+        self.spec = pick(r, phrases.JSON_SPECS) if r.random() < 0.35 else None
+        self.system = pick(r, SYSTEM_BASES)
+        self.leadin = pick(r, LEADINS)
 
     def apply(self, task: str, n: int, system: str | None = None) -> tuple[str | None, str]:
         """(system text or None, user text) for ``task``."""
@@ -174,7 +187,7 @@ def reasoning_text(seed: int, size: int = 40_000) -> str:
     parts = []
     n = 0
     while n < size:
-        s = r.choice(_REASONING_SENTENCES)
+        s = pick(r, _REASONING_SENTENCES)
         parts.append(s)
         n += len(s) + 1
     return " ".join(parts)

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import csv
 import math
+import multiprocessing as mp
+import os
 import random
 import time
 from dataclasses import dataclass, field
@@ -26,6 +28,7 @@ import orjson
 
 from distillguard.schema import parse_timestamp
 from distillguard.sim import content as C
+from distillguard.sim.content import below, pick
 from distillguard.sim import infra, phrases
 from distillguard.sim.scenarios import PERSONAS, get_scenario
 from distillguard.sim.textgen import Pools, ticket_text
@@ -58,6 +61,14 @@ def _hex(r: random.Random, n: int) -> str:
     return f"{r.getrandbits(4 * n):0{n}x}"
 
 
+#: typical visible output and reasoning tokens per capability; reasoning multiplier per effort
+_BASE_OUT = {"chat": 280, "code": 520, "math": 330, "reasoning": 120, "tool_use": 160, "grading": 180,
+             "sensitive": 380, "redteam": 150, "batch": 24}
+_BASE_REASONING = {"chat": 150, "code": 1600, "math": 1400, "reasoning": 700, "tool_use": 500, "grading": 650,
+                   "sensitive": 500, "redteam": 250, "batch": 30}
+_EFFORT = {None: 1.0, "low": 0.3, "medium": 1.0, "high": 2.6}
+
+
 class _Ctx:
     """What every group shares: the window, models, pools, id source."""
 
@@ -74,6 +85,9 @@ class _Ctx:
         self.used_ids: set[str] = set()
         self.reasoning = C.reasoning_text(seed)
         self.rcap = int(cfg.get("reasoning_chars", 700))
+        g = np.random.default_rng(seed + 4242).standard_normal(8192)
+        self.ln_out = np.exp(0.5 * g).tolist()  # lognormal multipliers, drawn by index (cheaper than gauss)
+        self.ln_reason = np.exp(0.6 * g[::-1]).tolist()
 
     def new_id(self, prefix: str, n: int = 12) -> str:
         while True:
@@ -85,24 +99,19 @@ class _Ctx:
     def respond(self, cap: str, effort: str | None, model: str, r: random.Random, extraction: bool,
                 text_len: int, n_msgs: int, n_tools: int) -> dict:
         """Synthetic response fields and token counts."""
-        resp = r.choice(C.RESPONSES[cap])
-        base_out = {"chat": 280, "code": 520, "math": 330, "reasoning": 120, "tool_use": 160, "grading": 180,
-                    "sensitive": 380, "redteam": 150, "batch": 24}[cap]
-        out_tok = int(base_out * r.lognormvariate(0, 0.5)) + 1
+        resp = pick(r, C.RESPONSES[cap])
+        out_tok = int(_BASE_OUT[cap] * self.ln_out[int(r.random() * 8192)]) + 1
         if extraction:
             out_tok = out_tok * 3 + 400
         if model == self.mini:
             rtok = 0
         else:
-            mult = {None: 1.0, "low": 0.3, "medium": 1.0, "high": 2.6}[effort]
-            rbase = {"chat": 150, "code": 1600, "math": 1400, "reasoning": 700, "tool_use": 500, "grading": 650,
-                     "sensitive": 500, "redteam": 250, "batch": 30}[cap]
-            rtok = int(rbase * mult * r.lognormvariate(0, 0.6))
+            rtok = int(_BASE_REASONING[cap] * _EFFORT[effort] * self.ln_reason[int(r.random() * 8192)])
         out = {"response": resp, "input_tokens": text_len // 4 + 6 * n_msgs + 70 * n_tools + 3,
                "output_tokens": out_tok + rtok, "reasoning_tokens": rtok}
         if rtok:
             size = min(self.rcap, 60 + rtok // 6)
-            o = r.randrange(0, len(self.reasoning) - size)
+            o = self.reasoning.find(". ", below(r, len(self.reasoning) - size - 200)) + 2  # start at a sentence
             out["reasoning_content"] = self.reasoning[o:o + size]
         return out
 
@@ -148,18 +157,26 @@ class Group:
     def finalize(self) -> None:
         self.created_s = [_iso(t) for t in self.created.tolist()]
         self.adopt_l = self.adopt.tolist()
+        self._prefix: dict[int, bytes] = {}
 
     def pick_ip(self, i: int, r: random.Random) -> tuple[str, str]:
         ips = self.ips[i]
-        return ips[0] if len(ips) == 1 else ips[r.randrange(len(ips))]
+        return ips[0] if len(ips) == 1 else ips[below(r, len(ips))]
+
+    def prefix(self, i: int) -> bytes:
+        """The account's fixed fields as serialised JSON members (cached), spliced into each event line."""
+        p = self._prefix.get(i)
+        if p is None:
+            p = orjson.dumps({"account_id": self.ids[i], "org_id": self.orgs[i], "user_agent": self.uas[i],
+                              "payment_fingerprint": self.pays[i], "account_created_at": self.created_s[i]})[1:-1]
+            self._prefix[i] = p
+        return p
 
     def common(self, i: int, r: random.Random) -> dict:
+        """The per-request fields of the account (key and address); the fixed ones come from :meth:`prefix`."""
         keys = self.keys[i]
         ip, asn = self.pick_ip(i, r)
-        return {"account_id": self.ids[i], "org_id": self.orgs[i],
-                "api_key_id": keys[0] if len(keys) == 1 else keys[r.randrange(len(keys))],
-                "ip": ip, "asn": asn, "user_agent": self.uas[i], "payment_fingerprint": self.pays[i],
-                "account_created_at": self.created_s[i]}
+        return {"api_key_id": keys[0] if len(keys) == 1 else keys[below(r, len(keys))], "ip": ip, "asn": asn}
 
     def diurnal(self, rate: np.ndarray, tz: np.ndarray, profile: str, weekend: float = 1.0,
                 turns_mean: float = 1.0, gap: float = 90.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -225,8 +242,8 @@ class Group:
 def _conversation(first: str, turn: int, r: random.Random, followups, answers) -> list[dict]:
     msgs = [{"role": "user", "content": first}]
     for _ in range(turn):
-        msgs.append({"role": "assistant", "content": r.choice(answers)})
-        msgs.append({"role": "user", "content": r.choice(followups)})
+        msgs.append({"role": "assistant", "content": pick(r, answers)})
+        msgs.append({"role": "user", "content": pick(r, followups)})
     return msgs
 
 
@@ -238,11 +255,11 @@ class Casual(Group):
         super().__init__(ctx, name, cfg, n, seed)
         self.spread_created(1, 700)
         self.tz = infra.draw_tz(self.rng, n)
-        self.uas = [self.r.choice(infra.CHAT_UAS) for _ in range(n)]
+        self.uas = [pick(self.r, infra.CHAT_UAS) for _ in range(n)]
         self.own_ips("residential", 0.4)
         self.adopt = ctx.release + self.rng.exponential(8.0, n) * DAY
         self.rate = cfg.get("rate", 1.0) * self.rng.lognormal(0, 0.8, n) / math.exp(0.32)
-        self.sys = [self.r.choice(C.BENIGN_SYSTEMS) if self.r.random() < 0.2 else None for _ in range(n)]
+        self.sys = [pick(self.r, C.BENIGN_SYSTEMS) if self.r.random() < 0.2 else None for _ in range(n)]
         self.finalize()
 
     def schedule(self):
@@ -255,7 +272,7 @@ class Casual(Group):
         msgs = _conversation(first, turn, r, self.ctx.pools.followups, C.RESPONSES["chat"])
         model = self.ctx.mini if r.random() < 0.1 else self.ctx.model_at(ts, self.adopt_l[i], r)
         return self.body(i, ts, r, "chat", self.sys[i], msgs, model,
-                         max_tokens=r.choice((None, None, 1024, 2048)))
+                         max_tokens=pick(r, (None, None, 1024, 2048)))
 
 
 class Developer(Group):
@@ -264,15 +281,15 @@ class Developer(Group):
         r = self.r
         self.spread_created(1, 900)
         self.tz = infra.draw_tz(self.rng, n)
-        self.uas = [r.choice(infra.SDK_UAS) for _ in range(n)]
+        self.uas = [pick(r, infra.SDK_UAS) for _ in range(n)]
         self.own_ips("residential", 0.5)
         self.keys = [[ctx.new_id("key_", 10) for _ in range(r.randint(1, 3))] for _ in range(n)]
         self.adopt = ctx.release + self.rng.exponential(3.0, n) * DAY
         self.rate = cfg.get("rate", 5.0) * self.rng.lognormal(0, 0.9, n) / math.exp(0.405)
-        self.tools = [r.choice(C.DEV_TOOLSETS) if r.random() < 0.3 else None for _ in range(n)]
-        self.cot = [r.choice(phrases.BENIGN_COT) if r.random() < 0.15 else None for _ in range(n)]
-        self.sys = [r.choice(C.DEV_SYSTEMS) if r.random() < 0.5 else None for _ in range(n)]
-        self.effort = [r.choice((None, None, "low", "medium", "high")) for _ in range(n)]
+        self.tools = [pick(r, C.DEV_TOOLSETS) if r.random() < 0.3 else None for _ in range(n)]
+        self.cot = [pick(r, phrases.BENIGN_COT) if r.random() < 0.15 else None for _ in range(n)]
+        self.sys = [pick(r, C.DEV_SYSTEMS) if r.random() < 0.5 else None for _ in range(n)]
+        self.effort = [pick(r, (None, None, "low", "medium", "high")) for _ in range(n)]
         self.finalize()
 
     def schedule(self):
@@ -288,7 +305,7 @@ class Developer(Group):
         tools = self.tools[i] if self.tools[i] is not None and r.random() < 0.7 else None
         model = self.ctx.model_at(ts, self.adopt_l[i], r)
         return self.body(i, ts, r, "code", self.sys[i], msgs, model, effort=self.effort[i],
-                         max_tokens=r.choice((None, 4096, 8192)), tools=tools)
+                         max_tokens=pick(r, (None, 4096, 8192)), tools=tools)
 
 
 _ENTERPRISE_TEMPLATES = (
@@ -311,7 +328,7 @@ class Enterprise(Group):
         n_orgs = max(1, min(n, int(ctx.cfg.get("enterprise_orgs", 4))))
         org_ids = [ctx.new_id("org_", 10) for _ in range(n_orgs)]
         org_pay = [ctx.new_id("pf_", 16) for _ in range(n_orgs)]
-        org_name = [r.choice(("acme", "globex", "initech", "umbrella", "hooli", "vandelay", "stark", "wayne"))
+        org_name = [pick(r, ("acme", "globex", "initech", "umbrella", "hooli", "vandelay", "stark", "wayne"))
                     + str(k) for k in range(n_orgs)]
         org_ips = []
         for _ in range(n_orgs):
@@ -346,7 +363,7 @@ class Enterprise(Group):
 
     def make(self, i, ts, aux, r):
         tpl, sysm = self.tpl[i]
-        user = tpl.format(x=self.tickets[r.randrange(len(self.tickets))])
+        user = tpl.format(x=self.tickets[below(r, len(self.tickets))])
         return self.body(i, ts, r, "batch", sysm, user, self.model[i], effort="low" if self.model[i] != self.ctx.mini else None,
                          max_tokens=256)
 
@@ -359,15 +376,15 @@ class EvalRunner(Group):
         super().__init__(ctx, name, cfg, n, seed)
         r = self.r
         self.spread_created(20, 500)
-        self.uas = [r.choice(infra.EVAL_UAS) for _ in range(n)]
+        self.uas = [pick(r, infra.EVAL_UAS) for _ in range(n)]
         for i in range(n):
             ip, asn = infra.ip_of("datacenter", r)
             self.ips[i] = [(ip, asn), (infra.ip_near(ip, r), asn)]
         for i in range(1, n, 2):  # pairs of accounts of one lab share an org and a card
             self.orgs[i], self.pays[i] = self.orgs[i - 1], self.pays[i - 1]
         self.keys = [[ctx.new_id("key_", 10) for _ in range(2)] for _ in range(n)]
-        self.cot = [r.choice(phrases.BENIGN_COT) for _ in range(n)]
-        self.sys = [r.choice((None, "You are a helpful assistant.")) for _ in range(n)]
+        self.cot = [pick(r, phrases.BENIGN_COT) for _ in range(n)]
+        self.sys = [pick(r, (None, "You are a helpful assistant.")) for _ in range(n)]
         self.finalize()
 
     def schedule(self):
@@ -397,7 +414,7 @@ class EvalRunner(Group):
         model = self.ctx.new if ts >= self.ctx.release else self.ctx.old
         cap = ("math", "reasoning", "code")[aux & 3]
         return self.body(i, ts, r, cap, self.sys[i], f"{item}\n\n{self.cot[i]}", model, effort="high",
-                         max_tokens=r.choice((4096, 8192, 16384)))
+                         max_tokens=pick(r, (4096, 8192, 16384)))
 
 
 class Campus(Group):
@@ -420,7 +437,7 @@ class Campus(Group):
         edu = rng.random(n) < 0.6  # campus education programme: shared org and billing
         self.orgs = [camp_org[c] if edu[k] else self.orgs[k] for k, c in enumerate(self.camp)]
         self.pays = [camp_pay[c] if edu[k] else self.pays[k] for k, c in enumerate(self.camp)]
-        self.uas = [r.choice(infra.CHAT_UAS[:4]) if r.random() < 0.8 else r.choice(infra.SDK_UAS[:3]) for _ in range(n)]
+        self.uas = [pick(r, infra.CHAT_UAS[:4]) if r.random() < 0.8 else pick(r, infra.SDK_UAS[:3]) for _ in range(n)]
         # semester registration: most accounts created within a few hours of each other
         reg = ctx.start - rng.uniform(30, 60) * DAY
         self.created = np.where(rng.random(n) < 0.75, reg + rng.uniform(0, 4, n) * HOUR,
@@ -437,7 +454,7 @@ class Campus(Group):
         sess, turn = aux >> 3, aux & 7
         k = (i * 131 + sess * 17) % 10
         if k < 4:
-            pool, cap, suffix = p.math_train, "math", r.choice(("", "", "Show your work.", "Explain how you got the answer."))
+            pool, cap, suffix = p.math_train, "math", pick(r, ("", "", "Show your work.", "Explain how you got the answer."))
         elif k < 6:
             pool, cap, suffix = p.code_train, "code", ""
         else:
@@ -457,7 +474,7 @@ class RedTeam(Group):
         r, rng = self.r, self.rng
         self.spread_created(1, 500)
         self.tz = infra.draw_tz(rng, n)
-        self.uas = [r.choice(infra.CHAT_UAS + infra.SDK_UAS) for _ in range(n)]
+        self.uas = [pick(r, infra.CHAT_UAS + infra.SDK_UAS) for _ in range(n)]
         for i in range(n):  # hobbyists on VPNs (datacenter) or at home
             self.ips[i] = [infra.ip_of("datacenter" if r.random() < 0.4 else "residential", r)
                            for _ in range(r.randint(1, 4))]
@@ -547,7 +564,7 @@ class Campaign(Group):
         if cfg["ip"] == "rotate":
             kinds = {"mixed": ("datacenter", "residential", "residential", "mobile"),
                      "datacenter": ("datacenter",), "residential": ("residential", "mobile")}[cfg["ip_kinds"]]
-            self.pool_ips = [infra.ip_of(r.choice(kinds), r) for _ in range(max(1, int(cfg["ip_pool"])))]
+            self.pool_ips = [infra.ip_of(pick(r, kinds), r) for _ in range(max(1, int(cfg["ip_pool"])))]
         else:
             self.pool_ips = None
             self.own_ips("residential", 0.2)
@@ -555,7 +572,7 @@ class Campaign(Group):
             shared = r.sample(infra.PROXY_UAS, 2)
             self.uas = [shared[0] if r.random() < 0.8 else shared[1] for _ in range(n)]
         else:
-            self.uas = [r.choice(infra.SDK_UAS) for _ in range(n)]
+            self.uas = [pick(r, infra.SDK_UAS) for _ in range(n)]
         self.tz = infra.draw_tz(rng, n) if cfg["timing"] == "diurnal" else np.zeros(n)
         self.pivot = None if cfg["pivot_hours"] is None else ctx.release + float(cfg["pivot_hours"]) * HOUR
         self.templates = [C.Template(r, cfg["placement"]) for _ in range(int(cfg["templates"]))]
@@ -566,13 +583,12 @@ class Campaign(Group):
         tot = sum(w for _, w in caps)
         self.caps = [c for c, _ in caps]
         self.cum = list(np.cumsum([w / tot for _, w in caps]))
-        self.cursor = [0] * n
         self.finalize()
 
     def pick_ip(self, i, r):
         if self.pool_ips is None:
             return super().pick_ip(i, r)
-        return self.pool_ips[r.randrange(len(self.pool_ips))]  # proxy rotation: any address, any request
+        return self.pool_ips[below(r, len(self.pool_ips))]  # proxy rotation: any address, any request
 
     def schedule(self):
         cfg, ctx, rng = self.cfg, self.ctx, self.rng
@@ -600,26 +616,25 @@ class Campaign(Group):
         return ts[keep], acc[keep], np.zeros(int(keep.sum()), dtype=np.int64)
 
     # -- bodies
-    def _task(self, i: int, cap: str, r: random.Random) -> tuple[str, str | None, list | None]:
-        """(task text, system override, tools)."""
+    def _task(self, i: int, cap: str, r: random.Random, seq: int) -> tuple[str, str | None, list | None]:
+        """(task text, system override, tools). ``seq`` is the request's rank among the account's requests."""
         p = self.ctx.pools
         if cap in ("math", "code", "reasoning"):
             pool = {"math": p.math_train, "code": p.code_train, "reasoning": p.mc}[cap]
             if self.cfg["partition"]:
                 share = max(1, len(pool) // self.n)  # disjoint slices (overlap only if pool < accounts)
-                j = (i * share + self.cursor[i] % share) % len(pool)
-                self.cursor[i] += 1
+                j = (i * share + seq % share) % len(pool)
             else:
-                j = r.randrange(len(pool))
+                j = below(r, len(pool))
             return pool[j][1], None, None
         if cap == "tool_use":
-            k = r.randrange(len(C.AGENT_TOOLSETS))
-            return r.choice(C.AGENT_TASKS), C.AGENT_SYSTEMS[k], C.AGENT_TOOLSETS[k]
+            k = below(r, len(C.AGENT_TOOLSETS))
+            return pick(r, C.AGENT_TASKS), C.AGENT_SYSTEMS[k], C.AGENT_TOOLSETS[k]
         if cap == "grading":
-            q = p.chat[r.randrange(len(p.chat))][1][:1500]
-            return (f"{r.choice(C.RUBRICS)}\n\nPrompt:\n{q}\n\nCandidate response:\n{r.choice(C.CANDIDATES)}\n\n"
-                    "Return the score.", r.choice(C.GRADER_SYSTEMS), None)
-        return r.choice(C.SENSITIVE_TEMPLATES).format(t=r.choice(p.sensitive)), None, None
+            q = p.chat[below(r, len(p.chat))][1][:1500]
+            return (f"{pick(r, C.RUBRICS)}\n\nPrompt:\n{q}\n\nCandidate response:\n{pick(r, C.CANDIDATES)}\n\n"
+                    "Return the score.", pick(r, C.GRADER_SYSTEMS), None)
+        return pick(r, C.SENSITIVE_TEMPLATES).format(t=pick(r, p.sensitive)), None, None
 
     def make(self, i, ts, aux, r):
         cfg, ctx = self.cfg, self.ctx
@@ -629,9 +644,9 @@ class Campaign(Group):
                 pool, cap = ctx.pools.chat, "chat"
             else:
                 pool, cap = ctx.pools.dev, "code"
-            msgs = _conversation(pool[r.randrange(len(pool))][1], r.choice((0, 0, 0, 1, 2)), r,
+            msgs = _conversation(pool[below(r, len(pool))][1], pick(r, (0, 0, 0, 1, 2)), r,
                                  ctx.pools.followups, C.RESPONSES[cap])
-            ev = self.body(i, ts, r, cap, None, msgs, model, max_tokens=r.choice((None, 4096)))
+            ev = self.body(i, ts, r, cap, None, msgs, model, max_tokens=pick(r, (None, 4096)))
         else:
             u = r.random()
             cap = self.caps[-1]
@@ -639,11 +654,11 @@ class Campaign(Group):
                 if u < cut:
                     cap = c
                     break
-            task, sysm, tools = self._task(i, cap, r)
+            task, sysm, tools = self._task(i, cap, r, aux)
             extraction = r.random() < cfg["extraction_share"]
             if extraction:
-                tpl = self.templates[r.randrange(len(self.templates))] if self.templates else C.Template(r, cfg["placement"], reword=True)
-                sysm, user = tpl.apply(task, r.randrange(1, 5000), sysm)
+                tpl = self.templates[below(r, len(self.templates))] if self.templates else C.Template(r, cfg["placement"], reword=True)
+                sysm, user = tpl.apply(task, 1 + below(r, 4999), sysm)
             else:
                 user = task
             if cap == "tool_use" and r.random() < 0.5:  # continue an agent trajectory with a tool result
@@ -651,9 +666,9 @@ class Campaign(Group):
                         "function": {"name": tools[0]["function"]["name"], "arguments": "{}"}}
                 user = [{"role": "user", "content": user},
                         {"role": "assistant", "content": None, "tool_calls": [call]},
-                        {"role": "tool", "tool_call_id": call["id"], "content": r.choice(C._TOOL_RESULTS)}]
-            ev = self.body(i, ts, r, cap, sysm, user, model, effort=r.choice(("high", "high", "medium", None)),
-                           max_tokens=r.choice((16000, 32000, 64000)), tools=tools, extraction=extraction)
+                        {"role": "tool", "tool_call_id": call["id"], "content": pick(r, C._TOOL_RESULTS)}]
+            ev = self.body(i, ts, r, cap, sysm, user, model, effort=pick(r, ("high", "high", "medium", None)),
+                           max_tokens=pick(r, (16000, 32000, 64000)), tools=tools, extraction=extraction)
         if r.random() < 0.02:
             ev["status_code"] = 429
         return ev
@@ -681,13 +696,38 @@ def _campaign_meta(g: Campaign, ctx: _Ctx, with_accounts: list[str]) -> dict:
     }
 
 
+_STATE: tuple | None = None  # what forked workers render from (set only while simulate() writes)
+
+
+def _render(bounds: tuple[int, int]) -> bytes:
+    """The JSONL lines of events ``[s, e)`` of the sorted schedule. Each chunk draws from its own generator
+    seeded by (seed, s), so the bytes do not depend on how many workers render."""
+    groups, ts_all, gid_all, acc_all, aux_all, seed = _STATE  # type: ignore[misc]
+    s, e = bounds
+    r = random.Random(f"distillguard-sim:{seed}:{s}")
+    dumps = orjson.dumps
+    tstr = np.datetime_as_string(np.floor(ts_all[s:e] * 1000.0).astype("datetime64[ms]"), unit="ms").tolist()
+    lines = []
+    for t, g, a, x, tsx in zip(ts_all[s:e].tolist(), gid_all[s:e].tolist(), acc_all[s:e].tolist(),
+                               aux_all[s:e].tolist(), tstr):
+        grp = groups[g]
+        ev = grp.make(a, t, x, r)
+        ev["request_id"] = f"req_{r.getrandbits(64):016x}"
+        ev["timestamp"] = tsx + "Z"
+        lines.append(b"{%b,%b" % (grp.prefix(a), dumps(ev)[1:]))
+    lines.append(b"")
+    return b"\n".join(lines)
+
+
 def simulate(out_dir: str | Path, scenario: str | dict = "demo", seed: int = 0, corpora: str | Path | None = None,
              scale: float = 1.0, progress: Callable[[int, int], None] | None = None,
-             chunk: int = 20_000) -> SimResult:
+             chunk: int = 20_000, workers: int | None = None) -> SimResult:
     """Generate a scenario into ``out_dir``: ``events.jsonl``, ``labels.csv`` and ``scenario.json``.
 
     ``corpora`` is a folder of the third-party corpora (see :mod:`distillguard.corpora`); without it the
     built-in generator supplies the prompts. ``progress(done, total)`` is called after each chunk.
+    ``workers`` processes render the text (default: 2 when over 300k events, else 1); the output is the
+    same whatever the number.
     """
     t0 = time.perf_counter()
     cfg = get_scenario(scenario, scale)
@@ -717,25 +757,36 @@ def simulate(out_dir: str | Path, scenario: str | dict = "demo", seed: int = 0, 
     del ts_l, gid_l, acc_l, aux_l, order
     total = int(ts_all.size)
 
-    r = random.Random(seed * 31337 + 5)
-    dumps = orjson.dumps
+    for gi, g in enumerate(groups):  # requests that need their rank within the account (partitions)
+        if isinstance(g, Campaign) and g.cfg["partition"]:
+            idx = np.nonzero(gid_all == gi)[0]
+            by_acc = idx[np.argsort(acc_all[idx], kind="stable")]
+            accs = acc_all[by_acc]
+            first = np.r_[0, np.nonzero(np.diff(accs))[0] + 1]
+            starts = np.repeat(first, np.diff(np.r_[first, accs.size]))
+            aux_all[by_acc] = np.arange(accs.size) - starts
+
+    global _STATE
+    _STATE = (groups, ts_all, gid_all, acc_all, aux_all, seed)
+    bounds = [(s, min(total, s + chunk)) for s in range(0, total, chunk)]
+    if workers is None:
+        workers = min(2, os.cpu_count() or 1) if total > 300_000 else 1
     events_path = out / "events.jsonl"
-    with open(events_path, "wb", buffering=1 << 20) as fh:
-        for s in range(0, total, chunk):
-            e = min(total, s + chunk)
-            ms = np.floor(ts_all[s:e] * 1000.0).astype("datetime64[ms]")
-            tstr = np.datetime_as_string(ms, unit="ms").tolist()
-            lines = []
-            for t, g, a, x, tsx in zip(ts_all[s:e].tolist(), gid_all[s:e].tolist(), acc_all[s:e].tolist(),
-                                       aux_all[s:e].tolist(), tstr):
-                ev = groups[g].make(a, t, x, r)
-                ev["request_id"] = "req_" + _hex(r, 16)
-                ev["timestamp"] = tsx + "Z"
-                lines.append(dumps(ev))
-            lines.append(b"")
-            fh.write(b"\n".join(lines))
-            if progress is not None:
-                progress(e, total)
+    try:
+        with open(events_path, "wb", buffering=1 << 20) as fh:
+            if workers > 1 and len(bounds) > 1 and "fork" in mp.get_all_start_methods():
+                with mp.get_context("fork").Pool(workers) as pool:
+                    for (s, e), blob in zip(bounds, pool.imap(_render, bounds)):
+                        fh.write(blob)
+                        if progress is not None:
+                            progress(e, total)
+            else:
+                for s, e in bounds:
+                    fh.write(_render((s, e)))
+                    if progress is not None:
+                        progress(e, total)
+    finally:
+        _STATE = None
 
     # labels and metadata: only accounts that sent at least one request
     counts: dict[str, dict[str, Any]] = {}

@@ -135,7 +135,7 @@ SCENARIOS: dict[str, dict[str, Any]] = {
                    campaigns=[_c(_LOWSLOW), _c(_PARAPHRASE), _c(_PARTITION), _c(_DIURNAL)]),
     "scale2026": _c(_BASE, name="scale2026", reasoning_chars=200, campuses=8, enterprise_orgs=40,
                     description="2026 scale: a reseller network of 20k+ accounts among 200k+ benign accounts",
-                    personas={"casual": {"accounts": 160_000, "rate": 0.5},
+                    personas={"casual": {"accounts": 172_000, "rate": 0.45},
                               "developer": {"accounts": 38_000, "rate": 1.5},
                               "enterprise": {"accounts": 120, "rate": 300.0},
                               "eval_runner": {"accounts": 60, "bursts": 3},
