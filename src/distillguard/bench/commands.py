@@ -104,7 +104,10 @@ def bench(
     if not names and traffic is None:
         console.print("[red]--scenarios is empty[/red]")
         raise typer.Exit(EXIT_USAGE)
-    command = "distillguard bench " + " ".join(sys.argv[2:]) if len(sys.argv) > 1 else "distillguard bench"
+    args = sys.argv[1:]
+    if args[:1] == ["bench"]:
+        args = args[1:]
+    command = " ".join(["distillguard bench", *args])
     try:
         rep = run_bench(names, out, seed=seed, baseline_seed=baseline_seed, quick=quick, corpora=corpora,
                         scale=scale, target_fpr=target_fpr, traffic=traffic, baseline_traffic=baseline_traffic,

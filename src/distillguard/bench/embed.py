@@ -1,6 +1,6 @@
 """A fast CPU text embedding for the benchmark baselines.
 
-Character n-grams (3 to 5, within word boundaries) are hashed into a sparse vector
+Character n-grams (3 and 4, within word boundaries, of the first 500 characters) are hashed into a sparse vector
 (:class:`sklearn.feature_extraction.text.HashingVectorizer`, no vocabulary to hold), weighted by TF-IDF and
 projected to a few dense dimensions with truncated SVD (LSA). TF-IDF and SVD are fitted on the benign
 baseline traffic only; rows are L2-normalised, so Euclidean distance is a monotone function of cosine
@@ -28,8 +28,8 @@ def event_texts(table) -> list[str]:
 class HashEmbedder:
     """Hashed char n-grams -> TF-IDF -> truncated SVD -> L2 normalisation."""
 
-    def __init__(self, dim: int = 64, ngram_range: tuple[int, int] = (3, 5), n_features: int = 2**18,
-                 max_chars: int = 1000, max_fit_texts: int = 20000, seed: int = 0):
+    def __init__(self, dim: int = 64, ngram_range: tuple[int, int] = (3, 4), n_features: int = 2**18,
+                 max_chars: int = 500, max_fit_texts: int = 20000, seed: int = 0):
         self.dim = dim
         self.ngram_range = tuple(ngram_range)
         self.n_features = n_features
@@ -68,11 +68,15 @@ class HashEmbedder:
     def transform(self, texts: Sequence[str], batch: int = 8192) -> np.ndarray:
         if not hasattr(self, "svd_"):
             raise RuntimeError("HashEmbedder must be fitted before transform()")
-        texts = list(texts)
-        out = np.zeros((len(texts), self.svd_.n_components), dtype=np.float32)
-        for start in range(0, len(texts), batch):
-            x = self._hash(texts[start:start + batch])[:, self.columns_]
+        # templated and repeated prompts are common: embed each distinct (truncated) text once
+        keys = [(t or "")[: self.max_chars] for t in texts]
+        index: dict[str, int] = {}
+        inverse = np.fromiter((index.setdefault(k, len(index)) for k in keys), dtype=np.int64, count=len(keys))
+        uniq = list(index)
+        out = np.zeros((len(uniq), self.svd_.n_components), dtype=np.float32)
+        for start in range(0, len(uniq), batch):
+            x = self._hash(uniq[start:start + batch])[:, self.columns_]
             z = self.svd_.transform(self.tfidf_.transform(x))
             norm = np.linalg.norm(z, axis=1, keepdims=True)
             out[start:start + batch] = z / np.where(norm > 0, norm, 1.0)
-        return out
+        return out[inverse]
