@@ -56,6 +56,8 @@ def derived_values(features: pa.Table) -> dict[str, np.ndarray]:
         # round-the-clock, evenly spaced traffic
         "machine_timing": volume_ok * _col(features, "hour_entropy") * np.clip(1.0 - _col(features, "gap_cv"), 0.0, 1.0),
         "requests_per_day": _col(features, "requests_per_day"),
+        # distinct source addresses: rotating proxy pools give one account dozens
+        "n_ips": _col(features, "n_ips"),
     }
 
 
@@ -147,16 +149,18 @@ TELLS: dict[str, tuple[type[AccountTell], dict]] = {
                          dict(floor=0.05, cap=0.15, saturate=4.0, weight=1.5)),
     "extraction_intensity": (_tell("extraction_intensity", "extraction_mean", "mean extraction score of the requests"),
                              dict(floor=0.20, cap=0.30, saturate=2.0, weight=0.6)),
+    "ip_rotation": (_tell("ip_rotation", "n_ips", "distinct source IP addresses"),
+                    dict(floor=8.0, cap=20.0, saturate=2.5, weight=0.6)),
     "young_account": (_tell("young_account", "account_age_days", "account age in days at first request", higher=False),
-                      dict(floor=30.0, cap=7.0, quantile=0.99, saturate=30.0, weight=0.5)),
+                      dict(floor=30.0, cap=7.0, quantile=0.99, saturate=30.0, weight=0.6)),
     "machine_timing": (_tell("machine_timing", "machine_timing", "round-the-clock evenly spaced traffic"),
-                       dict(floor=0.30, cap=0.60, saturate=2.0, weight=0.3)),
+                       dict(floor=0.30, cap=0.60, saturate=2.0, weight=0.35)),
     "benchmark_sweep": (_tell("benchmark_sweep", "benchmark_sweep", "share of public benchmark items, each asked once"),
                         dict(floor=0.30, cap=0.70, saturate=2.5, weight=0.3)),
     "harvest_focus": (_tell("harvest_focus", "harvest_focus", "narrow reasoning focus over many distinct items"),
                       dict(floor=0.45, cap=0.85, saturate=1.6, weight=0.15)),
     "fast_pivot": (_tell("fast_pivot", "fast_pivot", "share of traffic moved to a model within 24 h of its release"),
-                   dict(floor=0.20, cap=0.60, saturate=3.0, weight=0.15)),
+                   dict(floor=0.20, cap=0.60, saturate=3.0, weight=0.2)),
     "reasoning_harvest": (_tell("reasoning_harvest", "reasoning_harvest", "high-effort long-reasoning requests with token budgets"),
                           dict(floor=0.30, cap=0.70, saturate=2.5, weight=0.1)),
     "volume": (_tell("volume", "requests_per_day", "requests per day"),

@@ -258,7 +258,12 @@ class _Findings:
                             self.linked.membership.column("campaign_id").to_pylist()))
         camps = {c["campaign_id"]: c for c in self.linked.campaign_records()}
         camp_of = [camp_map.get(a) for a in self.accts]
-        final = np.array([max(o, float(prop.get(a, o) or 0.0)) for a, o in zip(self.accts, self.own)])
+        lifted = np.array([float(prop.get(a, o) or 0.0) for a, o in zip(self.accts, self.own)])
+        # a campaign lifts a member only when the member is nearly flagged on its own or has a strong tie (shared
+        # payment, dataset partition, synchronised timing, peer intel) to another member: a shared generic
+        # template or NAT address must not drag bystanders into a campaign's score
+        eligible = (self.own >= self.cfg.propagate_min_own) | self._strongly_tied(camp_of)
+        final = np.where(eligible, np.maximum(self.own, lifted), self.own)
         for i in np.nonzero(final > self.own + 1e-12)[0]:
             c = camps[camp_of[i]]
             self.evidence[i].append({
@@ -294,6 +299,22 @@ class _Findings:
             evidence={a: self.evidence[i] for i, a in enumerate(self.accts) if self.evidence[i]},
             signals=self.signals, calibration=self.calibration.to_dict(), features=self.features, edges=self.edges,
             generated_at=datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"))
+
+    def _strongly_tied(self, camp_of: list) -> np.ndarray:
+        out = np.zeros(len(self.accts), dtype=bool)
+        e = self.edges
+        if e.num_rows == 0:
+            return out
+        import pyarrow.compute as pc
+
+        e = e.filter(pc.is_in(e.column("kind"), pa.array(sorted(self.cfg.strong_edge_kinds), pa.string())))
+        camp = dict(zip(self.accts, camp_of))
+        index = {a: i for i, a in enumerate(self.accts)}
+        for a, b in zip(e.column("src").to_pylist(), e.column("dst").to_pylist()):
+            ca = camp.get(a)
+            if ca is not None and ca == camp.get(b):
+                out[index[a]] = out[index[b]] = True
+        return out
 
     def _campaign_docs(self, camps: dict[str, dict], camp_of: list, flagged: np.ndarray) -> list[dict]:
         if not camps:

@@ -39,15 +39,10 @@ class DetectConfig:
     tells: dict = field(default_factory=dict)
     features: FeatureConfig = field(default_factory=FeatureConfig)
     linking: dict = field(default_factory=dict)
-    edge_weights: dict = field(default_factory=lambda: {
-        "payment": 0.8, "created_burst": 0.4, "sync": 0.5, "partition": 0.6, "template": 0.3,
-        "template_set": 0.4, "system_prompt": 0.2, "peer_intel": 0.8, "ip": 0.05, "ip24": 0.03,
-        "asn": 0.0, "user_agent": 0.03,
-    })
-    #: a flagged campaign lifts its members to at least this share of its score (members need a strong
-    #: link or some evidence of their own; a weak tie such as a shared NAT IP is not enough)
-    propagate: float = 0.95
-    min_campaign_accounts: int = 2
+    #: campaign scores (from distillguard.linking) lift members whose own score reaches this, or who share
+    #: one of ``strong_edge_kinds`` with another member
+    propagate_min_own: float = 0.5
+    strong_edge_kinds: tuple = ("payment", "partition", "sync", "peer_intel")
     sample_prompts: int = 3
     sample_chars: int = 200
     write_signals: bool = False

@@ -1,0 +1,96 @@
+"""Scan throughput and memory: ``distillguard.detect.scan`` over simulated JSONL, next to DuckDB's bare read.
+
+    .venv/bin/python bench/bench_scan.py --events 1000000            # simulate ~1M events, then measure
+    .venv/bin/python bench/bench_scan.py --path events.jsonl         # measure an existing file
+
+Prints events/s and per-stage seconds of the scan, its peak RSS (the scan runs in a child process so the
+simulator's memory is not counted), DuckDB's ``read_json`` of the same file into a table, and the ratio.
+Targets (issue 4): >= 50k events/s, within 10x of DuckDB's read, <= 2 GB peak RSS per 1M events.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+_CHILD = r"""
+import json, resource, sys, time
+from distillguard.detect import scan
+t = time.perf_counter()
+res = scan([sys.argv[1]], out_dir=sys.argv[2])
+wall = time.perf_counter() - t
+print(json.dumps({"wall_s": wall, "events": int(res.features.column("n_requests").to_numpy().sum()),
+                  "accounts": res.accounts.num_rows, "flagged": int(sum(res.accounts.column("flagged").to_pylist())),
+                  "timings": res.timings,
+                  "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+"""
+
+
+def simulate(n_events: int, workdir: Path, scenario: str, seed: int) -> Path:
+    from distillguard.sim import simulate as sim
+
+    # the standard scenario at scale 1 is ~0.6M events; scale accounts to reach the target roughly
+    probe = sim(workdir / "probe", scenario=scenario, seed=seed, scale=0.05)
+    scale = max(0.05, 0.05 * n_events / max(probe.n_events, 1))
+    res = sim(workdir / "sim", scenario=scenario, seed=seed, scale=scale)
+    print(f"simulated {res.n_events:,} events, {res.n_accounts:,} accounts ({scenario}, scale {scale:.2f})")
+    return Path(res.events_path)
+
+
+def duckdb_read(path: Path) -> float:
+    import duckdb
+
+    con = duckdb.connect()
+    t = time.perf_counter()
+    con.execute("CREATE TEMP TABLE ev AS SELECT * FROM read_json(?, format='newline_delimited', "
+                "maximum_object_size=16777216)", [str(path)])
+    n = con.execute("SELECT count(*) FROM ev").fetchone()[0]
+    wall = time.perf_counter() - t
+    con.close()
+    print(f"duckdb read_json: {n:,} rows in {wall:.1f} s ({n / wall:,.0f} rows/s)")
+    return wall
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--events", type=int, default=200_000, help="events to simulate (ignored with --path)")
+    ap.add_argument("--path", type=Path, help="existing canonical JSONL to scan instead of simulating")
+    ap.add_argument("--scenario", default="standard")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--json", type=Path, help="also write the figures here")
+    args = ap.parse_args()
+
+    with tempfile.TemporaryDirectory(prefix="bench_scan_") as tmp:
+        tmp = Path(tmp)
+        path = args.path or simulate(args.events, tmp, args.scenario, args.seed)
+        size_mb = path.stat().st_size / 2**20
+        out = subprocess.run([sys.executable, "-c", _CHILD, str(path), str(tmp / "out")], capture_output=True,
+                             text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+        if out.returncode != 0:
+            sys.exit(f"scan failed:\n{out.stderr[-4000:]}")
+        fig = json.loads(out.stdout.strip().splitlines()[-1])
+        duck_s = duckdb_read(path)
+    n = fig["events"]
+    eps = n / fig["wall_s"]
+    stages = ", ".join(f"{k[:-2]} {v:.1f}" for k, v in fig["timings"].items() if k != "total_s")
+    print(f"file: {size_mb:,.0f} MiB, {n:,} events, {fig['accounts']:,} accounts, {fig['flagged']:,} flagged")
+    print(f"scan: {fig['wall_s']:.1f} s = {eps:,.0f} events/s   (target >= 50,000)")
+    print(f"      stages (s): {stages}")
+    print(f"      peak RSS {fig['peak_rss_mb']:,.0f} MB = {fig['peak_rss_mb'] * 1e6 / max(n, 1):,.0f} MB per 1M events"
+          f"   (target <= 2,000)")
+    print(f"      {fig['wall_s'] / duck_s:.1f}x DuckDB's bare read_json   (target <= 10x)")
+    print(f"      ru_maxrss of this process {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:,.0f} MB")
+    if args.json:
+        args.json.write_text(json.dumps({**fig, "events_per_s": eps, "duckdb_read_s": duck_s, "file_mib": size_mb},
+                                        indent=2))
+
+
+if __name__ == "__main__":
+    main()
