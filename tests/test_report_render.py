@@ -114,7 +114,7 @@ def test_derived_links_from_events_and_signals(fx, tmp_path):
     sec = _section(html, "campaign-1")
     assert 'data-k="payment"' in sec
     # every account of the campaign shares its system prompt: listed once, not drawn
-    assert "Shared by nearly every account drawn" in sec and 'data-k="system_prompt"' not in sec
+    assert "Links joining nearly all the accounts drawn" in sec and 'data-k="system_prompt"' not in sec
 
 
 def test_events_from_duckdb_store_and_parquet(fx, tmp_path):
@@ -214,3 +214,28 @@ def test_no_external_resources(fx, tmp_path):
     assert not re.search(r"""(?:src|href)\s*=\s*["']?\s*(?:https?:)?//""", html, re.I)
     assert not re.search(r"https?://", html)  # this fixture has no URLs in its data: none at all
     assert len(html) < 3_000_000
+
+
+def test_given_edge_cliques_are_thinned_and_campaign_wide_kinds_listed(fx, tmp_path):
+    accounts, doc, _, _ = fx
+    members = doc["campaigns"][2]["accounts"]  # 45 accounts, all drawn
+    src, dst, kind = [], [], []
+    for i, a in enumerate(members):
+        for b in members[i + 1:]:
+            src.append(min(a, b)), dst.append(max(a, b)), kind.append("ip24")  # joins every pair
+    group = members[:10]
+    for i, a in enumerate(group):
+        for b in group[i + 1:]:
+            src.append(min(a, b)), dst.append(max(a, b)), kind.append("payment")  # a 10-clique
+    edges = pa.table({"src": src, "dst": dst, "kind": kind, "weight": [1.0] * len(src)})
+    html = render_report(accounts, doc, edges=edges, out_path=tmp_path / "w.html").read_text()
+    camps = sorted(doc["campaigns"], key=lambda c: (not c["flagged"], -c["score"]))
+    sec = _section(html, f"campaign-{camps.index(doc['campaigns'][2]) + 1}")
+    assert 'data-k="ip24"' not in sec and "Links joining nearly all the accounts drawn" in sec
+    lines = re.findall(r'data-k="payment" data-a="(\d+)" data-b="(\d+)"', sec)
+    assert 10 <= len(lines) < 45  # thinned from 45 clique edges, every member still linked
+    degree: dict[str, int] = {}
+    for a, b in lines:
+        degree[a] = degree.get(a, 0) + 1
+        degree[b] = degree.get(b, 0) + 1
+    assert len(degree) == 10

@@ -100,7 +100,7 @@ def aggregate(
         if ed_cols is not None:
             if not {"src", "dst", "kind"} <= set(ed_cols):
                 raise ReportInputError("edges table: fields 'src', 'dst', 'kind' are required")
-            _given_edges(con, agg, max_edges)
+            _given_edges(con, agg, ed_cols, max_edges)
             agg.edges_source = "edges table"
         elif ev_cols is not None or sg_cols is not None:
             _derived_edges(con, agg, ev_cols or [], sg_cols or [], max_edges)
@@ -191,19 +191,46 @@ def _signals_aggregates(con, agg: Aggregates, cols: list[str], threshold: float,
             st.update({"requests": int(n), "first": first, "last": last})
 
 
-def _given_edges(con, agg: Aggregates, max_edges: int) -> None:
+def _given_edges(con, agg: Aggregates, cols: list[str], max_edges: int, per_account: int = 2,
+                 wide_density: float = 0.5) -> None:
+    """Edges from the linking stage between drawn members. Each account keeps its ``per_account``
+    heaviest links of each kind (one more for payment), so cliques do not hide the structure; a kind that
+    joins ``wide_density`` of all drawn pairs or more is listed in ``campaign_wide`` instead of drawn."""
+    w = "CAST(e.weight AS DOUBLE)" if "weight" in cols else "1.0"
+    con.execute(
+        f"""CREATE TEMP TABLE ge AS
+            SELECT a.ci AS ci, CAST(e.src AS VARCHAR) AS src, CAST(e.dst AS VARCHAR) AS dst,
+                   CAST(e.kind AS VARCHAR) AS kind, coalesce({w}, 0.0) AS w
+            FROM ed e JOIN displayed a ON e.src = a.account_id
+                      JOIN displayed b ON e.dst = b.account_id AND a.ci = b.ci
+            WHERE e.src <> e.dst AND e.kind IS NOT NULL"""
+    )
+    wide: set[tuple[int, str]] = set()
+    for ci, kind, density in con.execute(
+        """SELECT g.ci, g.kind,
+                  count(DISTINCT least(g.src, g.dst) || chr(0) || greatest(g.src, g.dst)) * 2.0 / (d.n * (d.n - 1))
+           FROM ge g JOIN (SELECT ci, count(*) AS n FROM displayed GROUP BY ci) d ON g.ci = d.ci
+           WHERE d.n >= 6 GROUP BY g.ci, g.kind, d.n"""
+    ).fetchall():
+        if density >= wide_density:
+            wide.add((ci, kind))
+            agg.campaign_wide.setdefault(ci, []).append((kind, float(min(density, 1.0))))
     rows = con.execute(
-        """SELECT ci, src, dst, kind FROM (
-               SELECT a.ci AS ci, CAST(e.src AS VARCHAR) AS src, CAST(e.dst AS VARCHAR) AS dst,
-                      CAST(e.kind AS VARCHAR) AS kind,
-                      row_number() OVER (PARTITION BY a.ci ORDER BY e.src, e.dst, e.kind) AS rn
-               FROM ed e JOIN displayed a ON e.src = a.account_id
-                         JOIN displayed b ON e.dst = b.account_id AND a.ci = b.ci)
-           WHERE rn <= ? ORDER BY ci, rn""",
-        [max_edges],
+        """SELECT ci, a, b, kind FROM (
+               SELECT ci, a, b, kind, row_number() OVER (
+                   PARTITION BY ci, a, kind ORDER BY w DESC, hash(a || chr(0) || b), b) AS rn
+               FROM (SELECT ci, src AS a, dst AS b, kind, w FROM ge
+                     UNION ALL SELECT ci, dst AS a, src AS b, kind, w FROM ge))
+           WHERE rn <= CASE WHEN kind = 'payment' THEN ? + 1 ELSE ? END ORDER BY ci, a, b, kind""",
+        [per_account, per_account],
     ).fetchall()
-    for ci, s, d, k in rows:
-        agg.edges.setdefault(ci, []).append((s, d, k))
+    per_ci: dict[int, set[tuple[str, str, str]]] = defaultdict(set)
+    for ci, a, b, kind in rows:
+        if (ci, kind) in wide or len(per_ci[ci]) >= max_edges:
+            continue
+        per_ci[ci].add((min(a, b), max(a, b), kind))
+    for ci, es in per_ci.items():
+        agg.edges[ci] = sorted(es)
 
 
 def _derived_edges(con, agg: Aggregates, ev_cols: list[str], sg_cols: list[str], max_edges: int,

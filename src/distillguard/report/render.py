@@ -158,7 +158,7 @@ def build_model(accounts: pa.Table, doc: dict, *, events: Any = None, signals: A
             kind = str(e.get("kind", ""))
             edges_summary.append({"kind": clean(kind, 30), "color": charts.kind_color(kind),
                                   "pairs": _finite(e.get("pairs")), "accounts": _finite(e.get("accounts")),
-                                  "weight": _finite(e.get("weight")), "detail": clean(e.get("detail", ""), 200)})
+                                  "weight": _finite(e.get("weight")), "detail": clean(e.get("detail", ""), 130)})
         span_h = (last - first) / 3600 if first is not None and last is not None else None
         campaigns_out.append({
             "ci": ci, "anchor": f"campaign-{ci + 1}", "id": clean(c["campaign_id"], 80),
@@ -179,10 +179,11 @@ def build_model(accounts: pa.Table, doc: dict, *, events: Any = None, signals: A
 
     flagged_c = [c for c in campaigns_out if c["flagged"]]
     for c in campaigns_out:
-        c["first_below"] = False
+        c["first_below"] = c["last_below"] = False
     below = [c for c in campaigns_out if not c["flagged"]]
     if below:
         below[0]["first_below"] = True
+        below[-1]["last_below"] = True
 
     def total(key: str) -> int | None:
         vals = [c[key] for c in flagged_c if isinstance(c[key], (int, float))]
