@@ -2,6 +2,8 @@
 
     .venv/bin/python bench/train_extraction.py            # train, write signals/model.npz, evaluate
     .venv/bin/python bench/train_extraction.py --eval-only  # evaluate the packaged model
+    .venv/bin/python bench/train_extraction.py --neural     # train + evaluate the MiniLM head (extra neural)
+    /work/neural-venv/bin/python bench/train_extraction.py --check-neural  # numpy encoder vs sentence-transformers
 
 Training data: the seeds of signals/data/extraction_train.yaml, the positive seeds also wrapped around
 training-fold task questions from the corpora, and training-fold corpus prompts (chat, jailbreaks,
@@ -62,7 +64,7 @@ def training_examples(wrap_per_seed: int = 6) -> tuple[list[D.Example], list[int
     for key, label in (("positive", 1), ("negative", 0)):
         for item in doc[key]:
             sub = {"questions": doc["questions"], "per_prompt": doc.get("per_prompt", 2), key: [item]}
-            for e in D.expand(sub):
+            for e in D.expand(sub, start=g * sub["per_prompt"]):
                 exs.append(e)
                 groups.append(g)
             has_q = "{q}" in item["user"] or "{q}" in (item.get("system") or "")
@@ -160,10 +162,74 @@ def train(seed: int = 0) -> ExtractionModel:
     return model
 
 
+def _report(name: str, y: np.ndarray, s: np.ndarray) -> dict:
+    fpr, thr = fpr_at_recall(y, s)
+    out = {"auroc": float(roc_auc_score(y, s)), "fpr_at_95_recall": fpr, "threshold": thr}
+    print(f"{name}: AUROC {out['auroc']:.4f}  FPR@95%recall {fpr:.4f} (threshold {thr:.3f})  at 0.5: recall "
+          f"{np.mean(s[y == 1] >= 0.5):.3f}, FPR {np.mean(s[y == 0] >= 0.5):.4f}")
+    return out
+
+
+def train_neural(seed: int = 0) -> None:
+    """Fit the logistic head of NeuralExtractionDetector on MiniLM embeddings of the training set, write
+    signals/neural_head.npz, evaluate on the test set and time the encoder."""
+    import time
+
+    from distillguard.signals.neural import NeuralExtractionDetector, head_path, load_encoder
+
+    exs, _ = training_examples()
+    y = np.array([e.label for e in exs])
+    det = NeuralExtractionDetector()
+    texts = [(e.system + "\n" if e.system else "") + e.user for e in exs]
+    t = time.perf_counter()
+    X = det.embed(texts)
+    dt = time.perf_counter() - t
+    print(f"embedded {len(texts)} training prompts in {dt:.1f}s = {len(set(texts)) / dt:.1f} prompts/s (1 CPU thread)")
+    clf = LogisticRegression(C=4.0, class_weight="balanced", max_iter=4000, random_state=seed).fit(X, y)
+    np.savez(head_path(), coef=clf.coef_[0].astype(np.float64), bias=np.array([clf.intercept_[0]]))
+    print(f"wrote {head_path()}")
+    test = D.load_split("test")
+    yt = np.array([e.label for e in test])
+    from distillguard.signals.neural import NeuralExtractionDetector as N
+    import pyarrow as pa
+
+    batch = pa.table({"system_text": [e.system for e in test], "user_text": [e.user for e in test]})
+    sn = N().score(batch).column("extraction_neural_score").to_numpy()
+    _report("TEST neural", yt, sn)
+    fast = analyse([e.system for e in test], [e.user for e in test], benchmark_index=BenchmarkIndex.empty())
+    _report("TEST fast", yt, fast.extraction_score)
+    _report("TEST mean(fast, neural)", yt, (sn + fast.extraction_score) / 2)
+
+
+def check_neural() -> None:
+    """The numpy MiniLM against sentence-transformers on the test prompts (needs torch)."""
+    from sentence_transformers import SentenceTransformer
+
+    from distillguard.signals.neural import MiniLM, model_dir
+
+    test = D.load_split("test", with_corpora=False)
+    texts = [(e.system + "\n" if e.system else "") + e.user for e in test]
+    ours = MiniLM().encode(texts)
+    ref = SentenceTransformer(str(model_dir()), device="cpu").encode(texts, convert_to_numpy=True)
+    diff = np.abs(ours - ref).max()
+    cos = np.sum(ours * ref, axis=1) / np.linalg.norm(ref, axis=1)
+    print(f"{len(texts)} prompts: max |numpy - sentence-transformers| = {diff:.2e}, min cosine {cos.min():.6f}")
+    if diff > 1e-4:
+        raise SystemExit("numpy encoder disagrees with sentence-transformers")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--eval-only", action="store_true", help="evaluate the packaged model only")
+    ap.add_argument("--neural", action="store_true", help="train and evaluate the MiniLM head")
+    ap.add_argument("--check-neural", action="store_true", help="compare the numpy encoder to sentence-transformers")
     args = ap.parse_args()
+    if args.check_neural:
+        check_neural()
+        return
+    if args.neural:
+        train_neural()
+        return
     if args.eval_only:
         evaluate(load_model())
         return

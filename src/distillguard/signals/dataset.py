@@ -46,6 +46,9 @@ def load_seeds(path: str | Path | None = None, *, name: str = "extraction_test.y
     doc = yaml.safe_load(text)
     if not isinstance(doc, dict) or not isinstance(doc.get("questions"), list):
         raise ValueError(f"{where}: expected a mapping with 'questions', 'positive', 'negative'")
+    for i, q in enumerate(doc["questions"]):
+        if not isinstance(q, str):
+            raise ValueError(f"{where}: questions[{i}]: expected a string (quote it if it contains ': ')")
     for key in ("positive", "negative"):
         for i, item in enumerate(doc.get(key) or []):
             if not isinstance(item, dict) or not isinstance(item.get("user"), str):
@@ -55,12 +58,13 @@ def load_seeds(path: str | Path | None = None, *, name: str = "extraction_test.y
     return doc
 
 
-def expand(doc: dict) -> list[Example]:
-    """Combine each seed with ``per_prompt`` questions (round-robin) into labelled examples."""
+def expand(doc: dict, start: int = 0) -> list[Example]:
+    """Combine each seed with ``per_prompt`` questions (round-robin from question ``start``) into labelled
+    examples."""
     qs = doc["questions"]
     per = int(doc.get("per_prompt", 2))
     out: list[Example] = []
-    k = 0
+    k = start
     for key, label in (("positive", 1), ("negative", 0)):
         for item in doc.get(key) or []:
             user, system = item["user"], item.get("system")
