@@ -285,8 +285,11 @@ def attach_table(con: duckdb.DuckDBPyConnection, name: str, source: Any, *, tabl
                 con.read_parquet(str(path)).create_view(name)
             elif path.suffix in (".duckdb", ".db", ".ddb"):
                 _attach_duckdb_file(con, name, path, table)
+            elif table == "events" and path.name.endswith(_LOG_SUFFIXES):
+                con.register(name, _read_event_log(path))
             else:
-                raise ReportInputError(f"{path}: unsupported {table} format (use .parquet, a parquet folder or .duckdb)")
+                raise ReportInputError(f"{path}: unsupported {table} format (use .parquet, a parquet folder, .duckdb"
+                                       + (", or an event log: .jsonl, .jsonl.gz, .json, .csv)" if table == "events" else ")"))
         except duckdb.Error as exc:
             raise ReportInputError(f"{path}: cannot read {table}: {exc}") from None
     cols = [r[0] for r in con.execute(f"DESCRIBE {name}").fetchall()]
@@ -308,3 +311,18 @@ def _attach_duckdb_file(con: duckdb.DuckDBPyConnection, name: str, path: Path, t
             shared.close()
         return
     con.execute(f'CREATE VIEW {name} AS SELECT * FROM {alias}."{table}"')
+
+
+_LOG_SUFFIXES = (".jsonl", ".jsonl.gz", ".ndjson", ".ndjson.gz", ".json", ".json.gz", ".csv", ".csv.gz")
+
+
+def _read_event_log(path: Path) -> pa.Table:
+    """An event log file read through :func:`distillguard.io.readers.read_events` (bad records skipped)."""
+    from distillguard.io.readers import read_events
+    from distillguard.schema import EVENT_SCHEMA
+
+    try:
+        batches = list(read_events(path))
+    except (OSError, ValueError) as exc:
+        raise ReportInputError(f"{path}: cannot read events: {exc}") from None
+    return pa.Table.from_batches(batches, schema=EVENT_SCHEMA)

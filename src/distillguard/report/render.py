@@ -158,7 +158,7 @@ def build_model(accounts: pa.Table, doc: dict, *, events: Any = None, signals: A
             kind = str(e.get("kind", ""))
             edges_summary.append({"kind": clean(kind, 30), "color": charts.kind_color(kind),
                                   "pairs": _finite(e.get("pairs")), "accounts": _finite(e.get("accounts")),
-                                  "weight": _finite(e.get("weight")), "detail": clean(e.get("detail", ""), 130)})
+                                  "weight": _finite(e.get("weight")), "detail": clean(e.get("detail", ""), 240)})
         span_h = (last - first) / 3600 if first is not None and last is not None else None
         campaigns_out.append({
             "ci": ci, "anchor": f"campaign-{ci + 1}", "id": clean(c["campaign_id"], 80),
