@@ -49,7 +49,7 @@ def _run_stub(port: int, fault_rate: float, seed: int) -> None:
 
     stub = StubUpstream(fault_rate=fault_rate, seed=seed, faults=("500", "503", "timeout", "cut"),
                         timeout_sleep_s=0.5)
-    uvicorn.run(stub.app, host="127.0.0.1", port=port, log_level="error", access_log=False)
+    uvicorn.run(stub.app, host="127.0.0.1", port=port, log_level="critical", access_log=False)
 
 
 def _run_gateway(port: int, upstream: str, state: str, policy_yaml: str | None, scorer: str) -> None:
@@ -105,6 +105,13 @@ class RawPool:
         return await self._idle.get()
 
     async def post(self, body: bytes, headers: dict[str, str]) -> tuple[int, bytes]:
+        try:
+            return await self._post(body, headers)
+        except (asyncio.IncompleteReadError, ConnectionError):
+            # a kept-alive connection the server closed while idle: one retry on a fresh connection
+            return await self._post(body, headers)
+
+    async def _post(self, body: bytes, headers: dict[str, str]) -> tuple[int, bytes]:
         conn = await self._conn()
         reader, writer = conn
         try:

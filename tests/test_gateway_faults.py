@@ -93,10 +93,15 @@ def test_connection_reset_retried_and_reported():
     assert len(audit(app)) == 1 and audit(app)[0]["error"] == "upstream connection"
 
 
-def test_upstream_timeout_real_socket():
+TRANSPORTS = {"aiohttp": lambda: None, "httpx": lambda: httpx.AsyncHTTPTransport()}  # None: the default (aiohttp)
+
+
+@pytest.mark.parametrize("transport", sorted(TRANSPORTS))
+def test_upstream_timeout_real_socket(transport):
     stub = StubUpstream(timeout_sleep_s=3.0)
     with LoopbackServer(stub.app) as up:
-        app = create_app(up.url, policy(retries=1, timeout_s=0.3), scorer=keyword_scorer)
+        app = create_app(up.url, policy(retries=1, timeout_s=0.3), scorer=keyword_scorer,
+                         transport=TRANSPORTS[transport]())
         with TestClient(app) as c:
             t0 = time.monotonic()
             r = c.post("/v1/chat/completions", content=orjson.dumps(BODY),
@@ -126,10 +131,11 @@ def test_slow_stream_within_and_beyond_idle_timeout():
     assert len(rows) == 1 and rows[0]["error"] == "upstream stream_timeout" and rows[0]["status_code"] == 504
 
 
-def test_stream_cut_midway_reports_error_once():
+@pytest.mark.parametrize("transport", sorted(TRANSPORTS))
+def test_stream_cut_midway_reports_error_once(transport):
     stub = StubUpstream()
     with LoopbackServer(stub.app) as up:
-        app = create_app(up.url, policy(retries=2), scorer=keyword_scorer)
+        app = create_app(up.url, policy(retries=2), scorer=keyword_scorer, transport=TRANSPORTS[transport]())
         with TestClient(app) as c:
             r = c.post("/v1/chat/completions", content=orjson.dumps(dict(BODY, stream=True)),
                        headers={"x-account-id": "a", "x-stub-fault": "cut", "x-request-id": "rq-cut"})

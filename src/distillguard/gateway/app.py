@@ -31,6 +31,7 @@ from distillguard.gateway.engine import Decision, Engine, resolve_account
 from distillguard.gateway.policy import ACTIONS, Policy, default_policy
 from distillguard.gateway.reasoning import SSETransformer, withhold_json, withhold_stream_event
 from distillguard.gateway.state import StateError, StateStore, SQLiteState
+from distillguard.gateway.transport import AiohttpTransport, aiohttp_available
 
 __all__ = ["create_app", "Gateway", "error_body", "load_findings"]
 
@@ -114,7 +115,8 @@ class Gateway:
     canary: CanaryInserter = field(default_factory=ZeroWidthCanary)
     transport: httpx.AsyncBaseTransport | None = None
     metrics: _Metrics = field(default_factory=_Metrics)
-    client: httpx.AsyncClient | None = None
+    _upstream: httpx.AsyncBaseTransport | None = None
+    _owns_transport: bool = False
     _call_decisions: dict = field(default_factory=dict)
 
     @property
@@ -131,17 +133,22 @@ class Gateway:
             self.engine.score({"messages": [{"role": "user", "content": "warm up"}]})
         except Exception as exc:  # a broken scorer is handled per request by fail_mode
             log.warning("scorer warm-up failed: %s", exc)
-        if self.client is None:
-            self.client = httpx.AsyncClient(
-                transport=self.transport,
-                limits=httpx.Limits(max_connections=512, max_keepalive_connections=128),
-                follow_redirects=False,
-            )
+        if self._upstream is None:
+            # requests go straight to the transport (no httpx.AsyncClient): the client layer costs about as much
+            # CPU as the connection pool itself, and the proxy needs none of its features (auth, redirects, cookies)
+            if self.transport is not None:
+                self._upstream = self.transport
+            elif aiohttp_available():
+                self._upstream, self._owns_transport = AiohttpTransport(), True
+            else:
+                self._upstream = httpx.AsyncHTTPTransport(
+                    limits=httpx.Limits(max_connections=512, max_keepalive_connections=128))
+                self._owns_transport = True
 
     async def shutdown(self) -> None:
-        if self.client is not None:
-            await self.client.aclose()
-            self.client = None
+        if self._upstream is not None and self._owns_transport:
+            await self._upstream.aclose()
+        self._upstream = None
         self.state.close()
 
     # ----------------------------------------------------------------- audit
@@ -238,20 +245,20 @@ class Gateway:
         url = self.upstream.rstrip("/") + request.url.path
         if request.url.query:
             url += "?" + request.url.query
-        assert self.client is not None
-        return self.client.build_request(request.method, url, headers=headers, content=raw, timeout=timeout)
+        return httpx.Request(request.method, url, headers=headers, content=raw,
+                             extensions={"timeout": timeout.as_dict()})
 
     async def _send(self, build) -> tuple[httpx.Response | None, int, str | None]:
         """Send with retries; returns (response or None, attempts, error kind). Retries happen only before any
         byte has gone downstream, so the client gets exactly one answer."""
         pol = self.policy
         attempts = 0
-        assert self.client is not None
+        assert self._upstream is not None, "Gateway.startup() was not run"
         while True:
             attempts += 1
             last = attempts > pol.retries
             try:
-                resp = await self.client.send(build(), stream=True)
+                resp = await self._upstream.handle_async_request(build())
             except httpx.TimeoutException:
                 kind = "timeout"
             except (httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError):
