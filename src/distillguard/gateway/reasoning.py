@@ -121,7 +121,9 @@ class SSETransformer:
         self._on_data = on_data
 
     def feed(self, chunk: bytes) -> bytes:
-        self._buf += chunk.replace(b"\r\n", b"\n")
+        self._buf += chunk
+        if b"\r" in self._buf:  # CRLF may be split across chunks: normalise the whole unconsumed buffer
+            self._buf = self._buf.replace(b"\r\n", b"\n")
         out = []
         while True:
             i = self._buf.find(b"\n\n")
