@@ -33,6 +33,7 @@ _COMMANDS: list[tuple[str, str, str]] = [
     ("distillguard.detect.commands", "scan", "scan"),
     ("distillguard.bench.commands", "bench", "bench"),
     ("distillguard.gateway.commands", "gateway", "gateway"),
+    ("distillguard.demo", "demo", "demo"),
 ]
 _GROUPS: list[tuple[str, str, str]] = []
 
