@@ -85,6 +85,7 @@ class _Ctx:
         self.used_ids: set[str] = set()
         self.reasoning = C.reasoning_text(seed)
         self.rcap = int(cfg.get("reasoning_chars", 700))
+        self.rspan = len(self.reasoning) - self.rcap - 1300
         g = np.random.default_rng(seed + 4242).standard_normal(8192)
         self.ln_out = np.exp(0.5 * g).tolist()  # lognormal multipliers, drawn by index (cheaper than gauss)
         self.ln_reason = np.exp(0.6 * g[::-1]).tolist()
@@ -99,7 +100,8 @@ class _Ctx:
     def respond(self, cap: str, effort: str | None, model: str, r: random.Random, extraction: bool,
                 text_len: int, n_msgs: int, n_tools: int) -> dict:
         """Synthetic response fields and token counts."""
-        resp = pick(r, C.RESPONSES[cap])
+        resps = C.RESPONSES[cap]
+        resp = resps[int(r.random() * len(resps))]
         out_tok = int(_BASE_OUT[cap] * self.ln_out[int(r.random() * 8192)]) + 1
         if extraction:
             out_tok = out_tok * 3 + 400
@@ -111,7 +113,7 @@ class _Ctx:
                "output_tokens": out_tok + rtok, "reasoning_tokens": rtok}
         if rtok:
             size = min(self.rcap, 60 + rtok // 6)
-            o = self.reasoning.find(". ", below(r, len(self.reasoning) - size - 200)) + 2  # start at a sentence
+            o = self.reasoning.find(". ", int(r.random() * self.rspan)) + 2  # start at a sentence
             out["reasoning_content"] = self.reasoning[o:o + size]
         return out
 
@@ -161,7 +163,7 @@ class Group:
 
     def pick_ip(self, i: int, r: random.Random) -> tuple[str, str]:
         ips = self.ips[i]
-        return ips[0] if len(ips) == 1 else ips[below(r, len(ips))]
+        return ips[0] if len(ips) == 1 else ips[int(r.random() * len(ips))]
 
     def prefix(self, i: int) -> bytes:
         """The account's fixed fields as serialised JSON members (cached), spliced into each event line."""
@@ -171,12 +173,6 @@ class Group:
                               "payment_fingerprint": self.pays[i], "account_created_at": self.created_s[i]})[1:-1]
             self._prefix[i] = p
         return p
-
-    def common(self, i: int, r: random.Random) -> dict:
-        """The per-request fields of the account (key and address); the fixed ones come from :meth:`prefix`."""
-        keys = self.keys[i]
-        ip, asn = self.pick_ip(i, r)
-        return {"api_key_id": keys[0] if len(keys) == 1 else keys[below(r, len(keys))], "ip": ip, "asn": asn}
 
     def diurnal(self, rate: np.ndarray, tz: np.ndarray, profile: str, weekend: float = 1.0,
                 turns_mean: float = 1.0, gap: float = 90.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -218,10 +214,14 @@ class Group:
     def body(self, i: int, ts: float, r: random.Random, cap: str, system: str | None, user: str | list,
              model: str, effort: str | None = None, max_tokens: int | None = None, tools: list | None = None,
              extraction: bool = False) -> dict:
-        ev = self.common(i, r)
+        keys = self.keys[i]
+        ip, asn = self.pick_ip(i, r)
+        ev = {"api_key_id": keys[0] if len(keys) == 1 else keys[int(r.random() * len(keys))], "ip": ip, "asn": asn}
         if isinstance(user, list):
             msgs = user if system is None else [{"role": "system", "content": system}] + user
-            tlen = sum(len(m.get("content") or "") for m in msgs)
+            tlen = 0
+            for m in msgs:
+                tlen += len(m["content"] or "")
         else:
             msgs = [{"role": "user", "content": user}] if system is None else [
                 {"role": "system", "content": system}, {"role": "user", "content": user}]
