@@ -64,6 +64,18 @@ def test_hostile_text_is_text_in_the_live_dom(rendered):
     assert "&lt;img src=x onerror=alert(1)&gt;" in dom
 
 
+def test_interactions_with_hostile_ids(rendered):
+    """The page's self-test (report.html#dg-selftest) clicks every graph node and checks the info panel
+    shows exactly that account id, then sorts and filters the accounts table."""
+    out, _ = rendered
+    dom = chromium(["--dump-dom", out.resolve().as_uri() + "#dg-selftest"])
+    _check_live_dom(dom)
+    m = re.search(r'data-selftest="(\d+)"', _root_attrs(dom))
+    assert m and int(m.group(1)) >= 250, "self-test did not click the graph nodes"
+    # after the clicks the last panel holds a hostile id as text, not markup
+    assert "<img" not in dom and dom.count("<script") == 2
+
+
 def test_screenshot(rendered, tmp_path):
     out, _ = rendered
     png = tmp_path / "shot.png"
