@@ -105,3 +105,56 @@ def test_upstream_key_replaced_and_audited(servers):
     assert flagged and all(r["action"] == "withhold_reasoning" and r["rule"] == "campaign-withhold" for r in flagged)
     metrics = httpx.get(f"{gw.url}/metrics").text
     assert "distillguard_gateway_reasoning_withheld_total" in metrics
+
+
+def test_cli_gateway_process_enforces_and_persists(tmp_path):
+    """`distillguard gateway` as a real process: --policy, --findings, --state, secrets from the environment."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    from distillguard.gateway.state import read_audit
+    from gateway_fixtures import free_port
+
+    (tmp_path / "accounts.csv").write_text("account_id,score,flagged,campaign_id,reasons\nbanned,0.97,true,C1,r\n")
+    state = tmp_path / "gw.sqlite"
+    stub = StubUpstream()
+    with LoopbackServer(stub.app) as up:
+        port = free_port()
+        exe = Path(sys.executable).with_name("distillguard")
+        env = dict(os.environ, DISTILLGUARD_ADMIN_TOKEN="tok", DISTILLGUARD_UPSTREAM_API_KEY=UPSTREAM_KEY)
+        root = Path(__file__).resolve().parents[1]
+        proc = subprocess.Popen([str(exe), "gateway", "--upstream", up.url, "--port", str(port),
+                                 "--policy", str(root / "examples" / "policy.yaml"), "--state", str(state),
+                                 "--findings", str(tmp_path)], env=env, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT)
+        try:
+            url = f"http://127.0.0.1:{port}"
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    httpx.get(f"{url}/healthz", timeout=1)
+                    break
+                except httpx.HTTPError:
+                    assert proc.poll() is None and time.monotonic() < deadline, "gateway did not start"
+                    time.sleep(0.2)
+            c = openai.OpenAI(base_url=f"{url}/v1", api_key="client-key", max_retries=0,
+                              default_headers={"x-account-id": "someone"})
+            msg = c.chat.completions.create(model="stub-1", messages=[{"role": "user", "content": "hi"}])
+            assert reasoning_of(msg.choices[0].message) == REASONING
+            with pytest.raises(openai.PermissionDeniedError):
+                client(type("S", (), {"url": url}), "banned").chat.completions.create(
+                    model="stub-1", messages=[{"role": "user", "content": "hi"}])
+            assert httpx.get(f"{url}/admin/accounts/banned", headers={"authorization": "Bearer tok"}).json()[
+                "campaign_id"] == "C1"
+            assert stub.auth_seen[-1] == f"Bearer {UPSTREAM_KEY}"
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            out = proc.communicate(timeout=20)[0].decode()
+    assert UPSTREAM_KEY not in out
+    rows = read_audit(state).to_pylist()
+    assert [(r["account_id"], r["action"], r["status_code"]) for r in rows] == [
+        ("someone", "allow", 200), ("banned", "block", 403)]
