@@ -162,17 +162,35 @@ def test_scorer_failure_follows_fail_mode(mode, status, calls):
     assert f'distillguard_gateway_component_failures_total{{component="scorer",mode="{mode}"}} 1.0' in metrics
 
 
+@pytest.mark.parametrize("kind", ["sqlite", "redis"])
 @pytest.mark.parametrize("mode,status,calls", [("open", 200, 1), ("closed", 503, 0)])
-def test_store_failure_follows_fail_mode(mode, status, calls):
+def test_store_failure_follows_fail_mode(mode, status, calls, kind):
+    import fakeredis
+
+    from distillguard.gateway.state import RedisState
+
     s = Script(OK)
-    app = app_with(s, policy(f"fail_mode: {{store: {mode}}}\n"))
-    app.state.gateway.state.broken = "disk I/O error"
+    server = fakeredis.FakeServer()
+    state = RedisState(fakeredis.FakeRedis(server=server)) if kind == "redis" else None
+    app = app_with(s, policy(f"fail_mode: {{store: {mode}}}\n"), state=state)
+
+    def outage(on: bool) -> None:
+        if kind == "redis":
+            server.connected = not on
+        else:
+            app.state.gateway.state.broken = "disk I/O error" if on else None
+
+    outage(True)
     r = call(app)
     assert r.status_code == status and s.calls == calls
+    if mode == "closed":
+        assert r.json()["error"]["code"] == "distillguard_unavailable"
     metrics = TestClient(app).get("/metrics").text
     assert "distillguard_gateway_audit_failures_total 1.0" in metrics  # the store could not take the row
-    app.state.gateway.state.broken = None
+    assert f'component_failures_total{{component="store",mode="{mode}"}} 1.0' in metrics
+    outage(False)
     assert call(app).status_code == 200
+    assert [row["status_code"] for row in audit(app)] == [200]
 
 
 def test_concurrent_requests_with_random_faults_each_answered_once():

@@ -14,7 +14,7 @@ from distillguard.gateway.app import create_app
 from distillguard.gateway.canary import ZeroWidthCanary
 from distillguard.gateway.engine import resolve_account
 from distillguard.gateway.policy import default_policy, parse_policy
-from distillguard.gateway.state import RedisState, SQLiteState, read_audit
+from distillguard.gateway.state import RedisState, SQLiteState, copy_audit_to_store, read_audit
 from distillguard.gateway.stub import ANSWER, REASONING, StubUpstream
 from gateway_fixtures import keyword_scorer
 
@@ -219,6 +219,12 @@ def test_audit_and_state_survive_restart(tmp_path):
     table = read_audit(db)
     assert table.num_rows == 3 and set(table.column("action").to_pylist()) == {"withhold_reasoning"}
     assert len(set(table.column("request_id").to_pylist())) == 3
+    # the batch side copies the gateway audit into the DuckDB store, once
+    from distillguard.store import Store
+
+    store = Store(":memory:")
+    assert copy_audit_to_store(db, store) == 3 and copy_audit_to_store(db, store) == 0
+    assert sorted(store.audit_table().column("request_id").to_pylist()) == sorted(table.column("request_id").to_pylist())
 
 
 def test_redis_state_shared():

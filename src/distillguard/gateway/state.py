@@ -37,6 +37,7 @@ __all__ = [
     "AUDIT_SCHEMA",
     "read_audit",
     "open_state",
+    "copy_audit_to_store",
 ]
 
 MAX_TEMPLATES = 32
@@ -401,3 +402,19 @@ def read_audit(path_or_store: str | Path | StateStore) -> pa.Table:
 
 def now_s() -> float:
     return time.time()
+
+
+def copy_audit_to_store(source: str | Path | StateStore, store: Any) -> int:
+    """Append the gateway's audit rows newer than the store's latest to a :class:`distillguard.store.Store`
+    (``ts, request_id, account_id, rule, action, scores``); returns the number of rows appended. The gateway keeps
+    its own audit (SQLite or Redis) because DuckDB allows one writer; the batch side copies it with this."""
+    table = read_audit(source)
+    existing = store.audit_table()
+    if existing.num_rows:
+        import pyarrow.compute as pc
+
+        latest = pc.max(existing.column("ts")).as_py()
+        table = table.filter(pc.greater(table.column("timestamp"), pa.scalar(latest, AUDIT_SCHEMA.field("timestamp").type)))
+    rows = [{"ts": r["timestamp"], "request_id": r["request_id"], "account_id": r["account_id"], "rule": r["rule"],
+             "action": r["action"], "scores": r["scores"]} for r in table.to_pylist()]
+    return store.append_audit(rows) if rows else 0
