@@ -383,7 +383,9 @@ class EvalRunner(Group):
         for i in range(1, n, 2):  # pairs of accounts of one lab share an org and a card
             self.orgs[i], self.pays[i] = self.orgs[i - 1], self.pays[i - 1]
         self.keys = [[ctx.new_id("key_", 10) for _ in range(2)] for _ in range(n)]
-        self.cot = [pick(r, phrases.BENIGN_COT) for _ in range(n)]
+        cot = phrases.BENIGN_COT  # each harness has its own prompt per task type
+        per_pool = ((cot[0], cot[1], cot[3], cot[5]), (cot[7], cot[0]), (cot[0], cot[1]))
+        self.cot = [[pick(r, opts) for opts in per_pool] for _ in range(n)]
         self.sys = [pick(r, (None, "You are a helpful assistant.")) for _ in range(n)]
         self.finalize()
 
@@ -413,7 +415,7 @@ class EvalRunner(Group):
         item = pool[(aux >> 2) % len(pool)][1]
         model = self.ctx.new if ts >= self.ctx.release else self.ctx.old
         cap = ("math", "reasoning", "code")[aux & 3]
-        return self.body(i, ts, r, cap, self.sys[i], f"{item}\n\n{self.cot[i]}", model, effort="high",
+        return self.body(i, ts, r, cap, self.sys[i], f"{item}\n\n{self.cot[i][aux & 3]}", model, effort="high",
                          max_tokens=pick(r, (4096, 8192, 16384)))
 
 
