@@ -282,3 +282,30 @@ def test_decides_through_signals_score_request():
     expected = score_request(system, prompt, None)
     assert scores["extraction_score"] == pytest.approx(expected["extraction_score"])
     assert scores["template_id"] == expected["template_id"] and scores["capability"] == expected["capability"]
+
+
+def test_identical_prompts_scored_once():
+    calls = []
+
+    def counting(system, user, tools):
+        calls.append(user)
+        return keyword_scorer(system, user, tools)
+
+    stub = StubUpstream()
+    app = create_app("http://upstream.test", ENFORCE, scorer=counting, transport=httpx.ASGITransport(app=stub.app))
+    with TestClient(app) as c:
+        for body in (EXTRACT, EXTRACT, PLAIN, dict(EXTRACT, tools=[{"type": "function"}])):
+            post(c, body, "cache")
+    # warm-up + EXTRACT once + PLAIN + EXTRACT-with-tools: the repeated EXTRACT came from the cache
+    assert calls[1:] == [EXTRACT["messages"][0]["content"], "hello there", EXTRACT["messages"][0]["content"]]
+
+
+def test_cli_workers_need_shared_state():
+    from typer.testing import CliRunner
+
+    from distillguard.cli import app as cli
+
+    r = CliRunner().invoke(cli, ["gateway", "--upstream", "http://127.0.0.1:9", "--workers", "2"])
+    assert r.exit_code == 2 and "redis://" in r.output
+    r = CliRunner().invoke(cli, ["gateway", "--upstream", "ftp://x"])
+    assert r.exit_code == 2 and "http(s) URL" in r.output

@@ -22,6 +22,8 @@ def gateway(
                               help="Online state and audit store: a SQLite path or a redis:// URL."),
     findings: Optional[Path] = typer.Option(None, "--findings",
                                             help="Findings dir (accounts.csv) from the last batch scan to load."),
+    workers: int = typer.Option(1, "--workers", min=1,
+                                help="Worker processes (more than 1 needs a redis:// --state)."),
     check: bool = typer.Option(False, "--check", help="Validate the policy and exit."),
 ) -> None:
     """Run the real-time enforcement gateway (secrets come from the environment: DISTILLGUARD_UPSTREAM_API_KEY,
@@ -39,20 +41,49 @@ def gateway(
     if not upstream.startswith(("http://", "https://")):
         typer.echo(f"error: --upstream must be an http(s) URL, got {upstream!r}", err=True)
         raise typer.Exit(2)
+    if workers > 1 and not state.startswith(("redis://", "rediss://", "unix://")):
+        typer.echo("error: --workers > 1 needs shared state: --state redis://...", err=True)
+        raise typer.Exit(2)
+    import json
+
     import uvicorn
 
-    from distillguard.gateway.app import create_app
-
-    secret = os.environ.get(pol.key_hash_secret_env)
+    config = {"upstream": upstream, "policy": str(policy) if policy else None, "state": state,
+              "findings": str(findings) if findings else None}
     try:
-        app = create_app(upstream, pol, state, admin_token=os.environ.get("DISTILLGUARD_ADMIN_TOKEN") or None,
-                         upstream_api_key=os.environ.get("DISTILLGUARD_UPSTREAM_API_KEY") or None,
-                         guardrail_api_key=os.environ.get("DISTILLGUARD_GUARDRAIL_API_KEY") or None,
-                         findings=str(findings) if findings else None,
-                         key_hash_secret=secret.encode() if secret else None)
+        app = app_from_config(config) if workers == 1 else None
     except ValueError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(EXIT_INPUT)
     typer.echo(f"distillguard gateway: {pol.mode} mode, {len(pol.rules)} rules, upstream {upstream}, "
-               f"listening on http://{host}:{port}", err=True)
-    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
+               f"listening on http://{host}:{port}" + (f" ({workers} workers)" if workers > 1 else ""), err=True)
+    if app is not None:
+        uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
+    else:
+        os.environ[_CONFIG_ENV] = json.dumps(config)
+        uvicorn.run("distillguard.gateway.commands:app_from_env", factory=True, workers=workers, host=host,
+                    port=port, log_level="warning", access_log=False)
+
+
+_CONFIG_ENV = "DISTILLGUARD_GATEWAY_CONFIG"
+
+
+def app_from_config(config: dict):
+    """Build the gateway app from CLI settings; secrets are read from the environment."""
+    from distillguard.gateway.app import create_app
+    from distillguard.gateway.policy import default_policy, load_policy
+
+    pol = load_policy(config["policy"]) if config.get("policy") else default_policy()
+    secret = os.environ.get(pol.key_hash_secret_env)
+    return create_app(config["upstream"], pol, config["state"],
+                      admin_token=os.environ.get("DISTILLGUARD_ADMIN_TOKEN") or None,
+                      upstream_api_key=os.environ.get("DISTILLGUARD_UPSTREAM_API_KEY") or None,
+                      guardrail_api_key=os.environ.get("DISTILLGUARD_GUARDRAIL_API_KEY") or None,
+                      findings=config.get("findings"), key_hash_secret=secret.encode() if secret else None)
+
+
+def app_from_env():
+    """uvicorn factory for ``--workers`` > 1 (each worker process builds its own app)."""
+    import json
+
+    return app_from_config(json.loads(os.environ[_CONFIG_ENV]))

@@ -11,8 +11,11 @@ import hashlib
 import hmac
 import os
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Callable
+
+import orjson
 
 from distillguard.gateway.policy import Policy, Verdict
 from distillguard.schema import RecordError, content_text
@@ -115,12 +118,16 @@ class Decision:
 
 
 class Engine:
+    #: identical prompts (retries, eval reruns, shared templates with identical fillers) are scored once
+    CACHE_SIZE = 4096
+
     def __init__(self, policy: Policy, state: StateStore, scorer: Scorer | None = None,
                  key_hash_secret: bytes | None = None):
         self.policy = policy
         self.state = state
         self._scorer = scorer
         self.key_hash_secret = key_hash_secret
+        self._cache: OrderedDict[bytes, dict] = OrderedDict()
 
     @property
     def scorer(self) -> Scorer:
@@ -130,6 +137,13 @@ class Engine:
 
     def score(self, body: dict) -> dict:
         system, user, tools = request_texts(body)
+        key = hashlib.blake2b(b"\x1f".join((system.encode("utf-8", "surrogatepass"),
+                                             user.encode("utf-8", "surrogatepass"),
+                                             orjson.dumps(tools) if tools else b"")), digest_size=16).digest()
+        hit = self._cache.get(key)
+        if hit is not None:
+            self._cache.move_to_end(key)
+            return hit
         try:
             sig = self.scorer(system, user, tools)
         except ScorerError:
@@ -138,6 +152,9 @@ class Engine:
             raise ScorerError(f"{type(exc).__name__}: {exc}") from exc
         if not isinstance(sig, dict):
             raise ScorerError(f"score_request returned {type(sig).__name__}, expected dict")
+        self._cache[key] = sig
+        if len(self._cache) > self.CACHE_SIZE:
+            self._cache.popitem(last=False)
         return sig
 
     def decide(self, account_id: str, body: dict, request_id: str, path: str = "",
