@@ -50,6 +50,7 @@ class ScanResult:
     timings: dict = field(default_factory=dict)
     stages: dict = field(default_factory=dict)  # where the events came from
     generated_at: str = ""
+    events: pa.Table | None = field(default=None, repr=False)  # the scanned events (for the report)
 
     def campaigns_doc(self) -> dict:
         return {"generated_at": self.generated_at, "calibration": self.calibration, "campaigns": self.campaigns}
@@ -80,10 +81,23 @@ class ScanResult:
         return paths
 
 
+#: event columns no stage of a scan reads (signals use system_text/user_text); dropped while reading files
+_UNUSED_COLUMNS = ("messages", "tools", "response", "reasoning_content", "extra")
+
+
+def _slim(batch: pa.RecordBatch) -> pa.RecordBatch:
+    """The batch with the unused heavy text columns set to null (same schema, a fraction of the memory)."""
+    cols = [pa.nulls(batch.num_rows, f.type) if f.name in _UNUSED_COLUMNS else batch.column(i)
+            for i, f in enumerate(batch.schema)]
+    return pa.RecordBatch.from_arrays(cols, schema=batch.schema)
+
+
 def load_events(paths_or_store: Any, *, quarantine: str | Path | None = None, strict: bool = False,
-                fmt: str | None = None, mapping: str | None = None) -> tuple[pa.Table, pa.Table | None, str]:
+                fmt: str | None = None, mapping: str | None = None,
+                slim: bool = True) -> tuple[pa.Table, pa.Table | None, str]:
     """``(events, stored signals or None, reader name)`` from files (JSONL, .jsonl.gz, Parquet, CSV), a
-    ``.duckdb`` store, a :class:`distillguard.store.Store` or an Arrow table of events."""
+    ``.duckdb`` store, a :class:`distillguard.store.Store` or an Arrow table of events. With ``slim`` the
+    columns no scan stage reads (:data:`_UNUSED_COLUMNS`) are nulled as files are read."""
     from distillguard.schema import EVENT_SCHEMA
 
     if isinstance(paths_or_store, pa.Table):
@@ -106,7 +120,7 @@ def load_events(paths_or_store: Any, *, quarantine: str | Path | None = None, st
     with Quarantine(quarantine) as q:
         stream = read_events([str(p) for p in paths], fmt=fmt or "auto", mapping=mapping, quarantine=q,
                              strict=strict)
-        batches = list(stream)
+        batches = [_slim(b) for b in stream] if slim else list(stream)
     table = pa.Table.from_batches(batches, schema=EVENT_SCHEMA) if batches else EVENT_SCHEMA.empty_table()
     return table, None, "distillguard.io"
 
@@ -203,6 +217,7 @@ class Scanner:
         timings["findings_s"] = time.perf_counter() - t
         timings["total_s"] = time.perf_counter() - t0
         result.timings = timings
+        result.events = events
         result.rejected = _count_lines(quarantine) if quarantine is not None else 0
         result.stages = {"read": reader}
         if out_dir is not None:
@@ -449,7 +464,7 @@ def write_report(result: ScanResult, out_dir: str | Path) -> tuple[Path, str | N
         from distillguard.report.render import render_report
 
         render_report(result.accounts.select(list(ACCOUNTS_HEADER)), result.campaigns_doc(),
-                      events=None, signals=result.signals, edges=result.edges, out_path=out)
+                      events=result.events, signals=result.signals, edges=result.edges, out_path=out)
         return out, None
     except Exception as exc:  # the report is a view of the findings; never lose the findings over it
         warning = f"report module unavailable or failed ({type(exc).__name__}: {exc}); wrote a plain summary"
