@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import os
 import random
+import resource
 import subprocess
 import sys
 import tempfile
@@ -34,6 +35,12 @@ from distillguard.io import read_events
 n = 0
 for b in read_events(PATH, workers=WORKERS):
     n += b.num_rows
+""",
+    "ingest_memory": """
+from distillguard.io import read_events
+from distillguard.store import Store
+st = Store(":memory:")
+n = st.ingest(read_events(PATH, workers=WORKERS)).inserted
 """,
     "ingest": """
 from distillguard.io import read_events
@@ -110,11 +117,13 @@ def _tree_rss(root: int) -> int:
     return total
 
 
-def run_step(name: str, path: Path, db: Path, workers: str, threads: int) -> tuple[float, int, int]:
+def run_step(name: str, path: Path, db: Path, workers: str, threads: int) -> tuple[float, int, int, float]:
+    """(wall seconds, events, peak RSS bytes, CPU seconds of the step's process tree)."""
     code = ("import time\nPATH = {p!r}\nDB = {db!r}\nWORKERS = {w}\nt0 = time.perf_counter()\n".format(
         p=str(path), db=str(db), w=workers if workers != "auto" else "'auto'")
         + STEPS[name].format(threads=threads)
-        + "\nprint(n, time.perf_counter() - t0)\n")
+        + "\nprint('RESULT', n, time.perf_counter() - t0)\n")
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     peak = [0]
 
@@ -129,8 +138,10 @@ def run_step(name: str, path: Path, db: Path, workers: str, threads: int) -> tup
     th.join()
     if proc.returncode != 0:
         raise SystemExit(f"{name} failed with exit code {proc.returncode}")
-    n, secs = out.split()
-    return float(secs), int(n), peak[0]
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    n, secs = out.split()[-2:]
+    return float(secs), int(n), peak[0], cpu
 
 
 def main() -> None:
@@ -150,15 +161,19 @@ def main() -> None:
         results = {}
         for step in args.steps.split(","):
             db = Path(tmp) / f"{step}.duckdb"
-            secs, n, peak = run_step(step, path, db, args.workers, args.threads)
-            results[step] = secs
-            print(f"{step:18s} {n:>10,} events {secs:7.2f} s {n / secs:>10,.0f} events/s "
-                  f"peak RSS {peak / 2**20:7.0f} MiB")
+            secs, n, peak, cpu = run_step(step, path, db, args.workers, args.threads)
+            results[step] = (secs, cpu)
+            print(f"{step:18s} {n:>10,} events  wall {secs:7.2f} s {n / secs:>10,.0f} events/s  "
+                  f"cpu {cpu:7.2f} s  peak RSS {peak / 2**20:7.0f} MiB")
         floor = results.get("duckdb_read_json")
         if floor:
-            for step in ("scan_read", "ingest"):
+            for step in ("scan_read", "ingest", "ingest_memory"):
                 if step in results:
-                    print(f"{step} / duckdb read_json time: {results[step] / floor:.2f}x (target <= 3x)")
+                    wall, cpu = results[step]
+                    print(f"{step} / duckdb read_json: wall {wall / floor[0]:.2f}x, cpu {cpu / floor[1]:.2f}x "
+                          "(target <= 3x)")
+        print(f"load average at the end: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cpus "
+              "(wall figures are only comparable on an otherwise idle machine)")
 
 
 if __name__ == "__main__":

@@ -115,9 +115,22 @@ def test_signals_not_duplicated_on_reingest():
 def test_strict_failure_stores_nothing(tmp_path):
     with Store(tmp_path / "s.duckdb") as st:
         with pytest.raises(InputError):
-            st.ingest(read_events([CANON, FIXTURES / "bad.jsonl"], strict=True))
+            st.ingest(read_events([CANON, FIXTURES / "bad.jsonl"], strict=True), atomic=True)
         assert st.count() == 0
         assert st.ingest(read_events(CANON)).inserted == 5  # the store is still usable
+
+
+def test_periodic_commits_keep_earlier_work_on_failure(tmp_path):
+    def batches():
+        yield from read_events(CANON, batch_rows=2)
+        raise InputError("boom")
+
+    with Store(tmp_path / "c.duckdb") as st:
+        with pytest.raises(InputError):
+            st.ingest(batches(), commit_rows=2)
+        kept = st.count()
+        assert 0 < kept <= 5
+        assert st.ingest(read_events(CANON)).inserted == 5 - kept  # re-running completes it
 
 
 def test_append_audit_and_read_back():

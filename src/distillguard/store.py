@@ -147,10 +147,16 @@ class Store:
 
     def ingest(self, batches: Iterable[pa.RecordBatch | pa.Table],
                signal_fn: Callable[[pa.Table], pa.Table] | None = None,
-               progress: Callable[[int], Any] | None = None) -> IngestSummary:
+               progress: Callable[[int], Any] | None = None, *, atomic: bool = False,
+               commit_rows: int = 250_000) -> IngestSummary:
         """Store new events from ``batches`` (EVENT_SCHEMA); rows whose ``event_id`` is already stored, or
-        repeats an earlier row of the same input, are skipped. The whole call is one transaction: if the
-        batches raise (e.g. a strict-mode :class:`~distillguard.io.InputError`), nothing is stored.
+        repeats an earlier row of the same input, are skipped.
+
+        Work is committed every ``commit_rows`` rows offered, which keeps memory flat; if the batches raise,
+        the rows since the last commit are rolled back and the error propagates (re-running is safe: ingest
+        is idempotent). ``atomic=True`` makes the whole call one transaction, so a failure (e.g. a
+        strict-mode :class:`~distillguard.io.InputError`) stores nothing; DuckDB then holds the uncommitted
+        rows in memory until the end.
 
         ``signal_fn`` gets each batch of NEW events with full text and returns a table keyed by
         ``event_id``; its rows go to ``signals`` (created from the first result's schema).
@@ -161,13 +167,19 @@ class Store:
         quoted = ", ".join(f'"{c}"' for c in EVENT_COLUMNS)
         con = self.con
         con.execute("BEGIN TRANSACTION")
+        since_commit = 0
         try:
             for batch in batches:
+                if not atomic and since_commit >= commit_rows:
+                    con.execute("COMMIT")
+                    con.execute("BEGIN TRANSACTION")
+                    since_commit = 0
                 table = batch if isinstance(batch, pa.Table) else pa.Table.from_batches([batch])
                 if table.schema != EVENT_SCHEMA:
                     table = table.select(list(EVENT_COLUMNS)).cast(EVENT_SCHEMA)
                 summary.batches += 1
                 summary.rows_in += table.num_rows
+                since_commit += table.num_rows
                 # repeats inside the batch are rare: pay for the window only when there are some
                 ids = table.column("event_id")
                 unique = pc.count_distinct(ids).as_py() == table.num_rows

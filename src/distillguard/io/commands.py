@@ -114,7 +114,7 @@ def ingest(
                                 files=f"{min(done, len(paths))}/{len(paths)}")
 
             try:
-                result = store.ingest(stream, signal_fn=signal_fn, progress=tick)
+                result = store.ingest(stream, signal_fn=signal_fn, progress=tick, atomic=strict)
             except InputError as e:
                 console.print(f"[red]error:[/] {e}\n(--strict: nothing was stored)")
                 raise typer.Exit(EXIT_INPUT)
