@@ -63,6 +63,8 @@ def run_bench(scenarios: list[str], out: Path, seed: int = 1, baseline_seed: int
             "n_accounts": len(test.accounts),
             "n_attack_accounts": int(test.is_attack.sum()),
             "n_campaigns": len(set(test.campaign_of.values())),
+            "prompt_source": test.scenario.get("prompt_source"),
+            "scale": scale if not traffic else test.scenario.get("scale"),
             "methods": results,
         }
     report["detector_available"] = detector_seen

@@ -114,7 +114,8 @@ def markdown_section(report: dict, targets: dict | None = None) -> str:
         methods = list(scn["methods"])
         lines += ["", f"### Scenario `{_md_escape(name)}`", "",
                   f"{scn['n_events']} requests, {scn['n_accounts']} accounts ({scn['n_attack_accounts']} attack, "
-                  f"{scn['n_campaigns']} campaigns); baseline: seed {scn['baseline_seed']}, test: seed {scn['seed']}.",
+                  f"{scn['n_campaigns']} campaigns); baseline: seed {scn['baseline_seed']}, test: seed {scn['seed']}; "
+                  f"scale {scn.get('scale')}; prompts: {_md_escape(scn.get('prompt_source') or 'n/a')}.",
                   "", "| metric | target | " + " | ".join(_md_escape(m) for m in methods) + " |",
                   "|---|---|" + "---:|" * len(methods)]
         for label, tgt, vals in metric_rows(scn["methods"], targets):
