@@ -94,8 +94,8 @@ class RawPool:
         self._idle: asyncio.Queue = asyncio.Queue()
         self._made = 0
 
-    async def _conn(self):
-        if self._idle.empty() and self._made < self.size:
+    async def _conn(self, fresh: bool = False):
+        if fresh or (self._idle.empty() and self._made < self.size):
             self._made += 1
             try:
                 return await asyncio.open_connection(self.host, self.port)
@@ -109,10 +109,10 @@ class RawPool:
             return await self._post(body, headers)
         except (asyncio.IncompleteReadError, ConnectionError):
             # a kept-alive connection the server closed while idle: one retry on a fresh connection
-            return await self._post(body, headers)
+            return await self._post(body, headers, fresh=True)
 
-    async def _post(self, body: bytes, headers: dict[str, str]) -> tuple[int, bytes]:
-        conn = await self._conn()
+    async def _post(self, body: bytes, headers: dict[str, str], fresh: bool = False) -> tuple[int, bytes]:
+        conn = await self._conn(fresh)
         reader, writer = conn
         try:
             extra = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
@@ -155,20 +155,20 @@ def _pct(xs: list[float], q: float) -> float:
     return xs[min(len(xs) - 1, int(q * len(xs)))]
 
 
-async def _open_loop(client: RawPool, rate: float, seconds: float, rng, lat: list) -> int:
-    """Start ``rate`` requests per second for ``seconds``; append each latency (ms) to ``lat``."""
+async def _open_loop(client: RawPool, rate: float, seconds: float, rng, lat: list,
+                     errors: collections.Counter) -> None:
+    """Start ``rate`` requests per second for ``seconds``; append each latency (ms) to ``lat``; count failures
+    by kind (HTTP status or exception name) in ``errors``."""
     n = int(rate * seconds)
-    errors = 0
 
     async def one(i: int) -> None:
-        nonlocal errors
         t = time.perf_counter()
         try:
             status, _ = await client.post(_body(rng), {"x-account-id": f"acct-{i % 50}"})
             if status != 200:
-                errors += 1
-        except (OSError, asyncio.IncompleteReadError, ValueError):
-            errors += 1
+                errors[str(status)] += 1
+        except (OSError, asyncio.IncompleteReadError, ValueError) as exc:
+            errors[type(exc).__name__] += 1
             return
         lat.append((time.perf_counter() - t) * 1000)
 
@@ -180,27 +180,28 @@ async def _open_loop(client: RawPool, rate: float, seconds: float, rng, lat: lis
             await asyncio.sleep(delay)
         tasks.append(asyncio.create_task(one(i)))
     await asyncio.gather(*tasks)
-    return errors
 
 
 async def _closed_loop(client: RawPool, concurrency: int, seconds: float, rng) -> dict:
-    done = errors = 0
+    done = 0
+    errors: collections.Counter = collections.Counter()
     stop = time.perf_counter() + seconds
 
     async def worker(w: int) -> None:
-        nonlocal done, errors
+        nonlocal done
         while time.perf_counter() < stop:
             try:
                 status, _ = await client.post(_body(rng), {"x-account-id": f"acct-{w}"})
                 done += 1
-                errors += status != 200
-            except (OSError, asyncio.IncompleteReadError, ValueError):
-                errors += 1
+                if status != 200:
+                    errors[str(status)] += 1
+            except (OSError, asyncio.IncompleteReadError, ValueError) as exc:
+                errors[type(exc).__name__] += 1
 
     t0 = time.perf_counter()
     await asyncio.gather(*[worker(w) for w in range(concurrency)])
     el = time.perf_counter() - t0
-    return {"requests": done, "errors": errors, "rps": round(done / el, 1)}
+    return {"requests": done, "errors": dict(errors), "rps": round(done / el, 1)}
 
 
 async def _latency_and_throughput(args, direct: str, gateway: str) -> dict:
@@ -211,16 +212,16 @@ async def _latency_and_throughput(args, direct: str, gateway: str) -> dict:
         for _ in range(20):
             await pool.post(_body(rng), {"x-account-id": "warm"})
     lat: dict[str, list] = {"direct": [], "gateway": []}
-    errs: collections.Counter = collections.Counter()
+    errs: dict[str, collections.Counter] = {name: collections.Counter() for name in pools}
     windows = max(1, int(args.seconds // args.window))
     for _ in range(windows):
         for name, pool in pools.items():
-            errs[name] += await _open_loop(pool, args.rate, args.window, rng, lat[name])
+            await _open_loop(pool, args.rate, args.window, rng, lat[name], errs[name])
     out: dict = {"rate_rps": args.rate, "seconds_each": windows * args.window}
     for name in lat:
         out[f"{name}_p50_ms"] = round(_pct(lat[name], 0.5), 3)
         out[f"{name}_p99_ms"] = round(_pct(lat[name], 0.99), 3)
-        out[f"{name}_errors"] = errs[name]
+        out[f"{name}_errors"] = dict(errs[name])
         out[f"{name}_n"] = len(lat[name])
     out["added_p50_ms"] = round(out["gateway_p50_ms"] - out["direct_p50_ms"], 3)
     out["added_p99_ms"] = round(out["gateway_p99_ms"] - out["direct_p99_ms"], 3)
