@@ -53,6 +53,12 @@ def test_report_has_every_method_and_metric(report):
             assert key in m, (name, key)
         assert set(m["per_campaign"]) == {"C0001", "C0002"}
         assert m["flag_share_by_group"]["licensed"] == 0.0  # allowlisted: never flagged
+    import csv
+
+    rows = list(csv.DictReader(open(out / "test.accounts.csv", encoding="utf-8")))
+    assert len(rows) == 75 and sum(int(r["attack"]) for r in rows) == 12
+    flagged = sum(int(r["baseline-mmd:flagged"]) for r in rows)
+    assert flagged == methods["baseline-mmd"]["n_flagged"]
 
 
 def test_volume_baseline_calibrated_on_baseline_seed(report):

@@ -55,7 +55,9 @@ def run_bench(scenarios: list[str], out: Path, seed: int = 1, baseline_seed: int
             base = simulate_traffic(out / name / f"seed{baseline_seed}", scenario, baseline_seed, corpora, scale)
         methods = runner.available_methods(target_fpr=target_fpr, detector=detector)
         detector_seen = detector_seen or any(isinstance(m, runner.DetectorMethod) for m in methods)
-        results = runner.run_scenario(test, base, methods, fractions, max_scans, log=log)
+        scores: dict = {}
+        results = runner.run_scenario(test, base, methods, fractions, max_scans, log=log, scores=scores)
+        _write_account_scores(out / f"{name}.accounts.csv", test, scores)
         report["scenarios"][name] = {
             "seed": seed if not traffic else str(traffic),
             "baseline_seed": baseline_seed if not traffic else str(baseline_traffic or traffic),
@@ -73,6 +75,23 @@ def run_bench(scenarios: list[str], out: Path, seed: int = 1, baseline_seed: int
     if docs is not None:
         R.update_docs(docs, R.markdown_section(report, runner.TARGETS))
     return report
+
+
+def _write_account_scores(path: Path, test, scores: dict) -> None:
+    """One row per labelled account: its group, label and each method's score and flag."""
+    import csv
+
+    names = list(scores)
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh)
+        w.writerow(["account_id", "group", "attack", "campaign_id"]
+                   + [f"{n}:{c}" for n in names for c in ("score", "flagged")])
+        for i, acc in enumerate(test.accounts):
+            row = [acc, test.groups[i], int(test.is_attack[i]), test.campaign_of.get(acc, "")]
+            for n in names:
+                sc, fl = scores[n]
+                row += ["" if sc[i] != sc[i] else f"{sc[i]:.6g}", int(fl[i])]
+            w.writerow(row)
 
 
 def bench(

@@ -252,8 +252,9 @@ def replay(test: Traffic, method: Method, fractions: Sequence[float], max_scans:
 
 def run_scenario(test: Traffic, baseline: Traffic, methods: Sequence[Method],
                  fractions: Sequence[float] = FRACTIONS, max_scans: int | None = 60,
-                 log: Callable[[str], None] | None = None) -> dict:
-    """Every method on one scenario: ``{method name: metrics + delay + timings}``."""
+                 log: Callable[[str], None] | None = None, scores: dict | None = None) -> dict:
+    """Every method on one scenario: ``{method name: metrics + delay + timings}``. ``scores``, when given,
+    receives ``{method name: (score, flagged)}`` arrays aligned with ``test.accounts``."""
     out: dict = {}
     text = [m for m in methods if isinstance(m, BaselineMethod) and m.model.uses_embedding]
     if text:  # the shared embedding, timed on its own rather than charged to the first text baseline
@@ -270,6 +271,8 @@ def run_scenario(test: Traffic, baseline: Traffic, methods: Sequence[Method],
         res = m.run(test, test.events.num_rows)
         t2 = time.perf_counter()
         score, flagged = _align(test, res)
+        if scores is not None:
+            scores[m.name] = (score, flagged)
         r = evaluate(test, score, flagged)
         rep = replay(test, m, fractions, max_scans)
         t3 = time.perf_counter()
