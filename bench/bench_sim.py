@@ -45,6 +45,7 @@ def main() -> None:
     print(f"wall={wall:.1f}s  cpu={cpu:.1f}s  events/s wall={res.n_events / wall:,.0f}  "
           f"events/s per cpu-second={res.n_events / cpu:,.0f}  peak_rss main={rss_mb:,.0f} MiB "
           f"worker={kid_mb:,.0f} MiB  events.jsonl={size_gb:.2f} GB")
+    print("phases (wall s): " + "  ".join(f"{k}={v:.1f}" for k, v in res.phases.items()))
     if not a.keep and not a.out:
         shutil.rmtree(out, ignore_errors=True)
 

@@ -16,6 +16,8 @@ def simulate(
     corpora: Optional[Path] = typer.Option(None, "--corpora", help="Folder of the third-party prompt corpora; "
                                            "without it the built-in prompt generator is used."),
     scale: float = typer.Option(1.0, "--scale", help="Multiply every account count by this factor."),
+    workers: Optional[int] = typer.Option(None, "--workers", min=1, help="Processes rendering the text "
+                                          "(default: 2 above 300k events); the output does not depend on it."),
 ) -> None:
     """Simulate benign personas and distillation campaigns as canonical events with ground-truth labels."""
     import orjson
@@ -58,7 +60,8 @@ def simulate(
             prog.update(task, completed=done, total=total)
 
         try:
-            res = run(out, scenario=spec, seed=seed, corpora=corpora, scale=scale, progress=tick)
+            res = run(out, scenario=spec, seed=seed, corpora=corpora, scale=scale, progress=tick,
+                      workers=workers)
         except (KeyError, ValueError, TypeError) as exc:
             console.print(f"[red]error:[/] invalid scenario: {exc}")
             raise typer.Exit(EXIT_CONFIG) from None

@@ -51,6 +51,7 @@ class SimResult:
     campaigns: list[dict[str, Any]]  # campaign metadata as in scenario.json (without the account lists)
     seconds: float
     events_per_s: float = field(default=0.0)
+    phases: dict[str, float] = field(default_factory=dict)  # wall seconds: accounts, schedule, render, labels
 
 
 def _iso(t: float) -> str:
@@ -743,6 +744,7 @@ def simulate(out_dir: str | Path, scenario: str | dict = "demo", seed: int = 0, 
     for k, ccfg in enumerate(cfg["campaigns"]):
         groups.append(Campaign(ctx, ccfg["id"], ccfg, int(ccfg["accounts"]), seed * 1000 + 100 + k))
 
+    phases = {"accounts": time.perf_counter() - t0}
     ts_l, gid_l, acc_l, aux_l = [], [], [], []
     for gi, g in enumerate(groups):
         ts, acc, aux = g.schedule()
@@ -768,6 +770,7 @@ def simulate(out_dir: str | Path, scenario: str | dict = "demo", seed: int = 0, 
             starts = np.repeat(first, np.diff(np.r_[first, accs.size]))
             aux_all[by_acc] = np.arange(accs.size) - starts
 
+    phases["schedule"] = time.perf_counter() - t0 - phases["accounts"]
     global _STATE
     _STATE = (groups, ts_all, gid_all, acc_all, aux_all, seed)
     bounds = [(s, min(total, s + chunk)) for s in range(0, total, chunk)]
@@ -790,6 +793,7 @@ def simulate(out_dir: str | Path, scenario: str | dict = "demo", seed: int = 0, 
     finally:
         _STATE = None
 
+    phases["render"] = time.perf_counter() - t0 - phases["accounts"] - phases["schedule"]
     # labels and metadata: only accounts that sent at least one request
     counts: dict[str, dict[str, Any]] = {}
     active_ids: dict[str, list[str]] = {}
@@ -826,7 +830,9 @@ def simulate(out_dir: str | Path, scenario: str | dict = "demo", seed: int = 0, 
     scenario_path = out / "scenario.json"
     scenario_path.write_bytes(orjson.dumps(meta, option=orjson.OPT_INDENT_2))
     secs = time.perf_counter() - t0
+    phases["labels"] = secs - sum(phases.values())
     return SimResult(out_dir=out, events_path=events_path, labels_path=labels_path, scenario_path=scenario_path,
                      n_events=total, n_accounts=meta["n_accounts"], groups=counts,
                      campaigns=[{k: v for k, v in c.items() if k != "accounts"} for c in campaigns],
-                     seconds=secs, events_per_s=total / secs if secs > 0 else 0.0)
+                     seconds=secs, events_per_s=total / secs if secs > 0 else 0.0,
+                     phases={k: round(v, 3) for k, v in phases.items()})
