@@ -2,7 +2,7 @@
 
 Populations (account id prefixes):
 - ``campus-``: 150 students behind one NAT IP, same hours, unique prompts, one browser UA.
-- ``cloud-``: 400 accounts inside one cloud ASN on many /24s, a popular SDK user agent.
+- ``cloud-``: 400 busy accounts inside one cloud ASN on many /24s, a popular SDK user agent.
 - ``acme-``: one enterprise org, 12 keys sharing a card, a system prompt, templates and batch timing.
 - ``eval-``: 5 benchmark runners from different orgs, each running the same 200 gsm8k items.
 - ``benign-``: 400 ordinary users.
@@ -97,9 +97,10 @@ def make_world(seed: int = 3) -> World:
         a = f"cloud-{i:03d}"
         add(a, "benign", float(rng.uniform(0, 0.2)))
         c = created_rand()
-        for _ in range(6):
+        for _ in range(40):  # busy: ~300 customers in the ASN in every 10-minute window of one working day
             ip = f"203.{int(rng.integers(0, 250))}.{int(rng.integers(0, 250))}.{int(rng.integers(1, 250))}"
-            w.req(a, rand_ts(), ip=ip, asn="AS16509", ua="openai-python/1.40.0", pay=f"card-{a}", created=c)
+            ts = T0 + timedelta(hours=9 + float(rng.uniform(0, 8)))
+            w.req(a, ts, ip=ip, asn="AS16509", ua="openai-python/1.40.0", pay=f"card-{a}", created=c)
     # enterprise org: keys share everything but are one customer
     sp = "sp-acme"
     for i in range(12):
@@ -157,3 +158,23 @@ def make_world(seed: int = 3) -> World:
                   sig=_sig(rng, base_sig, flips=int(rng.integers(0, 3))), bench="gsm8k", item=f"gsm8k-{item}",
                   score=0.4)
     return w
+
+
+_CACHE: dict = {}
+
+
+def world_edges():
+    """(world, events, signals, edges with the default config), built once per test session."""
+    if "w" not in _CACHE:
+        import ibis
+
+        from distillguard.linking import build_edges
+
+        w = make_world()
+        ev, sg = w.tables()
+        con = ibis.duckdb.connect()
+        # (ibis 12 + the installed sqlglot fail on create_table(name, pyarrow_table); a memtable works)
+        edges = build_edges(con.create_table("events", ibis.memtable(ev)),
+                            con.create_table("signals", ibis.memtable(sg)))
+        _CACHE["w"] = (w, ev, sg, edges)
+    return _CACHE["w"]

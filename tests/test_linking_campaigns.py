@@ -6,16 +6,14 @@ from collections import Counter
 
 import pyarrow as pa
 import pytest
-from linking_fixtures import make_world
+from linking_fixtures import world_edges
 
-from distillguard.linking import LinkConfig, build_edges, find_campaigns
+from distillguard.linking import LinkConfig, find_campaigns
 
 
 @pytest.fixture(scope="module")
 def linked():
-    w = make_world()
-    ev, sg = w.tables()
-    edges = build_edges(ev, sg)
+    w, _, _, edges = world_edges()
     return w, edges, find_campaigns(edges, w.score_table())
 
 

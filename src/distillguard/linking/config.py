@@ -13,7 +13,7 @@ __all__ = ["KindConfig", "LinkConfig", "SHARED_VALUE_KINDS", "CONTEXT_KINDS", "A
 #: kinds built by "accounts sharing a value" (optionally within a time bucket)
 SHARED_VALUE_KINDS = ("payment", "ip", "ip24", "asn", "user_agent", "created_burst", "template", "system_prompt")
 #: kinds that describe where/how traffic arrives rather than who runs it; alone they never form a campaign
-CONTEXT_KINDS = ("ip", "ip24", "asn", "user_agent", "created_burst")
+CONTEXT_KINDS = ("ip24", "asn", "user_agent", "created_burst")
 ALL_KINDS = SHARED_VALUE_KINDS + ("template_set", "sync", "partition", "peer_intel")
 
 
@@ -22,9 +22,10 @@ class KindConfig:
     """How one shared-value kind turns shared values into weighted pair edges.
 
     A value (within its time bucket, if ``bucket_s`` is set) shared by ``n`` distinct customers (an
-    org counts once) contributes ``h = min(1, log(1+hub_soft) / log(1+n))`` to every pair it links;
-    values with ``n > hub_max`` are dropped as hubs. A pair's weight is
-    ``base * (1 - exp(-sum(h) / saturation))``.
+    org counts once) gives ``h = min(1, hub_soft / n)`` (inverse frequency) to every pair it links;
+    values with ``n > hub_max`` are dropped as hubs. Each distinct value counts once per pair (its
+    highest ``h`` over time buckets), so a pair's weight is ``base * (1 - exp(-sum(h) / saturation))``
+    summed over the distinct values the pair shares.
     """
 
     enabled: bool = True
@@ -33,6 +34,9 @@ class KindConfig:
     hub_soft: int = 10
     hub_max: int = 1000
     bucket_s: int | None = None
+    #: most one distinct value can add to ``sum(h)``: below 1 a pair needs several distinct shared values
+    #: (a proxy pool's many IPs) before the kind weighs much, while one campus NAT IP stays weak
+    value_cap: float = 1.0
 
     def check(self, kind: str) -> None:
         if not 0.0 < self.base <= 1.0:
@@ -41,6 +45,8 @@ class KindConfig:
             raise ValueError(f"linking.{kind}.saturation must be > 0, got {self.saturation}")
         if self.hub_soft < 1 or self.hub_max < 2:
             raise ValueError(f"linking.{kind}: hub_soft must be >= 1 and hub_max >= 2")
+        if not 0.0 < self.value_cap <= 1.0:
+            raise ValueError(f"linking.{kind}.value_cap must be in (0, 1], got {self.value_cap}")
         if self.bucket_s is not None and self.bucket_s <= 0:
             raise ValueError(f"linking.{kind}.bucket_s must be > 0, got {self.bucket_s}")
 
@@ -48,14 +54,14 @@ class KindConfig:
 def _default_kinds() -> dict[str, KindConfig]:
     return {
         "payment": KindConfig(base=0.9, saturation=0.35, hub_soft=50, hub_max=5000),
-        "ip": KindConfig(base=0.4, saturation=3.0, hub_soft=4, hub_max=200, bucket_s=3600),
-        "ip24": KindConfig(base=0.25, saturation=3.0, hub_soft=8, hub_max=300, bucket_s=3600),
-        "asn": KindConfig(base=0.15, saturation=5.0, hub_soft=8, hub_max=100, bucket_s=600),
+        "ip": KindConfig(base=0.6, saturation=3.0, hub_soft=8, hub_max=200, bucket_s=3600, value_cap=0.35),
+        "ip24": KindConfig(base=0.25, saturation=2.0, hub_soft=8, hub_max=300, bucket_s=3600),
+        "asn": KindConfig(base=0.15, saturation=2.0, hub_soft=8, hub_max=100, bucket_s=600),
         "user_agent": KindConfig(base=0.3, saturation=1.0, hub_soft=5, hub_max=300),
         # for creation bursts the group size is the signal: no soft down-weighting below hub_max
         "created_burst": KindConfig(base=0.35, saturation=0.5, hub_soft=5000, hub_max=5000, bucket_s=600),
-        "template": KindConfig(base=0.5, saturation=2.0, hub_soft=5, hub_max=20000),
-        "system_prompt": KindConfig(base=0.6, saturation=0.5, hub_soft=10, hub_max=20000),
+        "template": KindConfig(base=0.4, saturation=2.0, hub_soft=3, hub_max=20000),
+        "system_prompt": KindConfig(base=0.6, saturation=0.5, hub_soft=5, hub_max=20000),
     }
 
 
@@ -78,10 +84,13 @@ class LinkConfig:
     minhash_perm: int = 64
     lsh_bands: int = 16
     seed: int = 7
+    #: template edges count a template for an account only when it used it at least this often (the
+    #: repetition campaigns show; one-off use of a common prompt shape says nothing)
+    template_min_uses: int = 2
     #: template_set: accounts need >= this many distinct template clusters; clusters used by more than
     #: set_hub_max customers are left out of the sets (too common to say anything)
     set_min_templates: int = 3
-    set_hub_max: int = 2000
+    set_hub_max: int = 50
     set_min_jaccard: float = 0.5
     set_base: float = 0.8
     #: sync: active time buckets per account; pairs need Jaccard >= sync_min_jaccard AND co-activity
@@ -109,9 +118,9 @@ class LinkConfig:
     min_edge_weight: float = 0.05
     # --- find_campaigns ---
     #: context kinds (ip, ip24, asn, user_agent, created_burst) together add at most this to a pair
-    context_cap: float = 0.2
+    context_cap: float = 0.1
     #: pairs whose combined weight is below this are left out of the graph
-    min_link_weight: float = 0.25
+    min_link_weight: float = 0.3
     #: Leiden modularity resolution; below 1 keeps a campaign whole when it has strong sub-groups
     #: (one card per ten accounts); components are never merged whatever the value
     resolution: float = 0.2

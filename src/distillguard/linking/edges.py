@@ -101,18 +101,20 @@ def _shared_value_edges(obs: ir.Table, kind: str, cfg: LinkConfig, accounts: ir.
     c = c.filter(c.off > 0).mutate(trank=(c.rank + c.off) % c.n_acc)
     partner = m.select(pkey=m.key, prank=m.rank, other=m.account_id)
     j = c.join(partner, [c.key == partner.pkey, c.trank == partner.prank])
-    hub = ibis.least(1.0, math.log1p(kc.hub_soft) / (j.n_ent.cast("float64") + 1).ln())
+    hub = ibis.least(kc.value_cap, kc.hub_soft / j.n_ent.cast("float64"))
     j = j.select(**_pair_cols(j.account_id, j.other), key=j.key, value=j.value, n_ent=j.n_ent, hub=hub)
     j = j.filter(j.src != j.dst)
     j = j.group_by(["src", "dst", "key"]).aggregate(value=j.value.max(), n_ent=j.n_ent.max(), hub=j.hub.max())
-    agg = j.group_by(["src", "dst"]).aggregate(
-        count=j.key.count(), hsum=j.hub.sum(), top=j.value.argmax(_tiebreak(j.hub, j.value)), top_n=j.n_ent.min())
+    # one contribution per distinct shared value: a NAT IP seen together in 50 windows is still one IP
+    v = j.group_by(["src", "dst", "value"]).aggregate(windows=j.count(), n_ent=j.n_ent.min(), hub=j.hub.max())
+    agg = v.group_by(["src", "dst"]).aggregate(
+        count=v.count(), windows=v.windows.sum(), hsum=v.hub.sum(), top=v.value.argmax(_tiebreak(v.hub, v.value)),
+        top_n=v.n_ent.min())
     weight = kc.base * (1.0 - (-agg.hsum / kc.saturation).exp())
-    detail = (ibis.literal(f"{kind} ") + _short(agg.top) + " (" + agg.top_n.cast("string") + " customers)")
+    detail = (ibis.literal(f"{kind} ") + _short(agg.top) + " (" + agg.top_n.cast("string") + " customers)"
+              + ibis.ifelse(agg["count"] > 1, "; " + agg["count"].cast("string") + " shared values", ""))
     if unit:
-        detail = detail + "; " + agg["count"].cast("string") + f" shared {unit}"
-    else:
-        detail = detail + ibis.ifelse(agg["count"] > 1, "; " + agg["count"].cast("string") + " shared values", "")
+        detail = detail + " in " + agg.windows.cast("string") + f" shared {unit}"
     return agg.select("src", "dst", kind=ibis.literal(kind), weight=weight, count=agg["count"].cast("int64"),
                       detail=detail)
 
@@ -323,8 +325,8 @@ def build_edges(events, signals=None, *, config: LinkConfig | None = None) -> pa
         if on["template"] or cfg.set_base > 0:
             acct_tpl = _account_templates(signals, cfg)
             if on["template"]:
-                parts.append(_shared_value_edges(acct_tpl.select("account_id", "key", "value"), "template", cfg,
-                                                 accounts))
+                rep = acct_tpl.filter(acct_tpl.uses >= cfg.template_min_uses)
+                parts.append(_shared_value_edges(rep.select("account_id", "key", "value"), "template", cfg, accounts))
             arrow_parts.append(_template_set_edges(acct_tpl, accounts, cfg))
         if on["system_prompt"]:
             sp = signals.filter(signals.system_prompt_id.notnull())
