@@ -272,3 +272,17 @@ def test_cli_command(tmp_path):
     ok = runner.invoke(app, ["--out", str(tmp_path / "y"), "--scenario", str(cfgfile), "--scale", "0.05"])
     assert ok.exit_code == 0, ok.output
     assert "tiny" in (tmp_path / "y" / "labels.csv").read_text()
+
+
+def test_named_scenarios_sizes():
+    big = get_scenario("scale2026")
+    attack = sum(c["accounts"] for c in big["campaigns"])
+    benign = sum(p["accounts"] for p in big["personas"].values())
+    assert attack >= 20_000 and benign >= 200_000
+    std = get_scenario("standard")
+    assert {c["id"] for c in std["campaigns"] if c["adaptive"]} == {
+        "adaptive_lowslow", "adaptive_paraphrase", "adaptive_partition", "adaptive_diurnal"}
+    ada = get_scenario("adaptive")
+    assert all(c["adaptive"] for c in ada["campaigns"]) and set(ada["personas"]) == set(std["personas"])
+    half = get_scenario("standard", scale=0.5)
+    assert half["campaigns"][0]["accounts"] == std["campaigns"][0]["accounts"] // 2
