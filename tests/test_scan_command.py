@@ -135,3 +135,18 @@ def test_cli_exit_codes(world, tmp_path, args, code):
 def test_cli_missing_input(tmp_path):
     r = CliRunner().invoke(app, ["scan", str(tmp_path / "nope.jsonl"), "--out", str(tmp_path / "o")])
     assert r.exit_code == 3 and "no such file" in r.output
+
+
+def test_scan_reads_a_store_and_reuses_its_signals(world, tmp_path, monkeypatch):
+    db = tmp_path / "t.duckdb"
+    r = CliRunner().invoke(app, ["ingest", str(world), "--db", str(db)])
+    assert r.exit_code == 0, r.output
+    import distillguard.detect.pipeline as pipeline
+
+    def no_signals(events):  # the store already holds them
+        raise AssertionError("signals recomputed")
+
+    monkeypatch.setattr(pipeline, "compute_signals", no_signals)
+    res = scan(db, out_dir=tmp_path / "o")
+    assert res.stages["read"] == "distillguard.store"
+    assert set(res.flagged_accounts()) == {f"ring-{i:03d}" for i in range(8)}
