@@ -34,8 +34,11 @@ _COMMANDS: list[tuple[str, str, str]] = [
     ("distillguard.bench.commands", "bench", "bench"),
     ("distillguard.gateway.commands", "gateway", "gateway"),
     ("distillguard.demo", "demo", "demo"),
+    ("distillguard.intel.commands", "attribute", "attribute"),
 ]
-_GROUPS: list[tuple[str, str, str]] = []
+_GROUPS: list[tuple[str, str, str]] = [
+    ("distillguard.intel.commands", "intel_app", "intel"),
+]
 
 
 def _register() -> None:
