@@ -14,17 +14,35 @@ EXIT_CONFIG = 4
 EXIT_USAGE = 2
 
 
+class BenchInputError(ValueError):
+    """The traffic to benchmark cannot be simulated or read (the message names the file and field)."""
+
+
+def _traffic(folder: Path, scenario: str, seed: int, corpora, scale: float, reuse: bool):
+    import orjson
+
+    from distillguard.bench.traffic import load_traffic, simulate_traffic
+
+    meta = folder / "scenario.json"
+    if reuse and meta.is_file() and (folder / "labels.csv").is_file():
+        doc = orjson.loads(meta.read_bytes())
+        if doc.get("name") == scenario and doc.get("seed") == seed and doc.get("scale") == scale:
+            return load_traffic(folder)
+    return simulate_traffic(folder, scenario, seed, corpora, scale)
+
+
 def run_bench(scenarios: list[str], out: Path, seed: int = 1, baseline_seed: int = 1001, quick: bool = False,
               corpora: Optional[str] = None, scale: float = 1.0, target_fpr: float = 0.001,
               traffic: Optional[Path] = None, baseline_traffic: Optional[Path] = None,
-              detector: bool = True, docs: Optional[Path] = None, command: str = "", log=None) -> dict:
+              detector: bool = True, docs: Optional[Path] = None, command: str = "", log=None,
+              reuse: bool = False) -> dict:
     """Run the benchmark and write ``out/bench.json`` (and the docs section when ``docs`` is given).
     Returns the report dict."""
     import orjson
 
     from distillguard.bench import report as R
     from distillguard.bench import runner
-    from distillguard.bench.traffic import load_traffic, simulate_traffic
+    from distillguard.bench.traffic import load_traffic
 
     if quick:
         scale = min(scale, 0.25)
@@ -47,12 +65,15 @@ def run_bench(scenarios: list[str], out: Path, seed: int = 1, baseline_seed: int
     jobs = [(str(traffic.name), None)] if traffic else [(s, s) for s in scenarios]
     detector_seen = False
     for name, scenario in jobs:
-        if traffic:
-            test = load_traffic(traffic)
-            base = load_traffic(baseline_traffic) if baseline_traffic else test
-        else:
-            test = simulate_traffic(out / name / f"seed{seed}", scenario, seed, corpora, scale)
-            base = simulate_traffic(out / name / f"seed{baseline_seed}", scenario, baseline_seed, corpora, scale)
+        try:
+            if traffic:
+                test = load_traffic(traffic)
+                base = load_traffic(baseline_traffic) if baseline_traffic else test
+            else:
+                test = _traffic(out / name / f"seed{seed}", scenario, seed, corpora, scale, reuse)
+                base = _traffic(out / name / f"seed{baseline_seed}", scenario, baseline_seed, corpora, scale, reuse)
+        except (FileNotFoundError, ValueError, KeyError) as exc:
+            raise BenchInputError(str(exc)) from exc
         methods = runner.available_methods(target_fpr=target_fpr, detector=detector)
         detector_seen = detector_seen or any(isinstance(m, runner.DetectorMethod) for m in methods)
         scores: dict = {}
@@ -60,7 +81,8 @@ def run_bench(scenarios: list[str], out: Path, seed: int = 1, baseline_seed: int
         _write_account_scores(out / f"{name}.accounts.csv", test, scores)
         report["scenarios"][name] = {
             "seed": seed if not traffic else str(traffic),
-            "baseline_seed": baseline_seed if not traffic else str(baseline_traffic or traffic),
+            "baseline_seed": baseline_seed if not traffic else (
+                str(baseline_traffic) if baseline_traffic else "the test folder itself (in-sample calibration)"),
             "n_events": test.events.num_rows,
             "n_accounts": len(test.accounts),
             "n_attack_accounts": int(test.is_attack.sum()),
@@ -108,9 +130,13 @@ def bench(
     out: Path = typer.Option(Path("bench-out"), help="Output folder (bench.json, simulated traffic)."),
     docs: Optional[Path] = typer.Option(Path("docs/benchmarks.md"), help="Markdown file to update."),
     no_docs: bool = typer.Option(False, "--no-docs", help="Do not touch the markdown file."),
+    reuse_traffic: bool = typer.Option(False, "--reuse-traffic",
+                                       help="Reuse traffic already simulated in --out for the same scenario, "
+                                            "seed and scale."),
 ) -> None:
     """Run the detector and the baselines (volume, PRADA, MMD) on the same traffic and print one table."""
     from rich.console import Console
+    from rich.markup import escape
 
     from distillguard.bench import report as R
     from distillguard.bench.runner import TARGETS
@@ -133,9 +159,9 @@ def bench(
         rep = run_bench(names, out, seed=seed, baseline_seed=baseline_seed, quick=quick, corpora=corpora,
                         scale=scale, target_fpr=target_fpr, traffic=traffic, baseline_traffic=baseline_traffic,
                         detector=not no_detector, docs=None if no_docs else docs, command=command,
-                        log=lambda s: console.print(f"[dim]{s}[/dim]"))
-    except (FileNotFoundError, ValueError) as exc:
-        console.print(f"[red]input error:[/red] {exc}")
+                        log=lambda s: console.print(f"[dim]{escape(s)}[/dim]"), reuse=reuse_traffic)
+    except BenchInputError as exc:
+        console.print(f"[red]input error:[/red] {escape(str(exc))}")
         raise typer.Exit(EXIT_INPUT)
     for name, scn in rep["scenarios"].items():
         console.print(R.rich_table(name, scn["methods"], TARGETS))

@@ -64,15 +64,16 @@ def metric_rows(results: dict, targets: dict | None = None) -> list[tuple[str, s
 
 
 def rich_table(scenario: str, results: dict, targets: dict | None = None):
+    from rich.markup import escape
     from rich.table import Table
 
-    table = Table(title=f"distillguard bench · scenario {scenario}")
+    table = Table(title=f"distillguard bench · scenario {escape(scenario)}")
     table.add_column("metric")
     table.add_column("target", style="dim")
     for m in results:
-        table.add_column(m, justify="right")
+        table.add_column(escape(m), justify="right")
     for label, tgt, vals in metric_rows(results, targets):
-        table.add_row(label, tgt, *vals)
+        table.add_row(escape(label), tgt, *vals)
     return table
 
 
