@@ -192,7 +192,7 @@ class Gateway:
             return Response(error_body("request body is not a JSON object", "invalid_request_error",
                                        "invalid_json", request_id), 400, media_type="application/json")
         td = time.perf_counter()
-        decision = self.engine.decide(account, body, request_id, path)
+        decision = await self.engine.decide_async(account, body, request_id, path)
         self.metrics.decision_s.observe(time.perf_counter() - td)
         if decision.error:
             comp = "scorer" if decision.error.startswith("scorer") else "store"
@@ -527,7 +527,7 @@ class Gateway:
         except (orjson.JSONDecodeError, ValueError):
             return Response(error_body("body is not a JSON object", "invalid_request_error", "invalid_json", ""),
                             400, media_type="application/json")
-        out = generic_guardrail_response(self, payload)
+        out = await generic_guardrail_response(self, payload)
         return Response(orjson.dumps(out), media_type="application/json")
 
 

@@ -17,6 +17,7 @@ from typing import Any, Callable
 
 import orjson
 
+from distillguard.gateway.batching import BatchScorer, signals_batch
 from distillguard.gateway.policy import Policy, Verdict
 from distillguard.schema import RecordError, content_text
 from distillguard.gateway.state import StateError, StateStore
@@ -122,12 +123,15 @@ class Engine:
     CACHE_SIZE = 4096
 
     def __init__(self, policy: Policy, state: StateStore, scorer: Scorer | None = None,
-                 key_hash_secret: bytes | None = None):
+                 key_hash_secret: bytes | None = None, batch: bool = True):
+        """``scorer=None`` scores with ``distillguard.signals`` (micro-batched on the async path unless
+        ``batch=False``); a given scorer is called once per request."""
         self.policy = policy
         self.state = state
         self._scorer = scorer
         self.key_hash_secret = key_hash_secret
         self._cache: OrderedDict[bytes, dict] = OrderedDict()
+        self.batcher: BatchScorer | None = BatchScorer(signals_batch) if scorer is None and batch else None
 
     @property
     def scorer(self) -> Scorer:
@@ -135,21 +139,13 @@ class Engine:
             self._scorer = default_scorer()
         return self._scorer
 
-    def score(self, body: dict) -> dict:
-        system, user, tools = request_texts(body)
-        key = hashlib.blake2b(b"\x1f".join((system.encode("utf-8", "surrogatepass"),
+    @staticmethod
+    def _key(system: str, user: str, tools: Any) -> bytes:
+        return hashlib.blake2b(b"\x1f".join((system.encode("utf-8", "surrogatepass"),
                                              user.encode("utf-8", "surrogatepass"),
                                              orjson.dumps(tools) if tools else b"")), digest_size=16).digest()
-        hit = self._cache.get(key)
-        if hit is not None:
-            self._cache.move_to_end(key)
-            return hit
-        try:
-            sig = self.scorer(system, user, tools)
-        except ScorerError:
-            raise
-        except Exception as exc:
-            raise ScorerError(f"{type(exc).__name__}: {exc}") from exc
+
+    def _remember(self, key: bytes, sig: Any) -> dict:
         if not isinstance(sig, dict):
             raise ScorerError(f"score_request returned {type(sig).__name__}, expected dict")
         self._cache[key] = sig
@@ -157,21 +153,73 @@ class Engine:
             self._cache.popitem(last=False)
         return sig
 
+    def _cached(self, key: bytes) -> dict | None:
+        hit = self._cache.get(key)
+        if hit is not None:
+            self._cache.move_to_end(key)
+        return hit
+
+    def score(self, body: dict) -> dict:
+        """Signals of one request body, scored inline."""
+        system, user, tools = request_texts(body)
+        key = self._key(system, user, tools)
+        hit = self._cached(key)
+        if hit is not None:
+            return hit
+        try:
+            sig = self.scorer(system, user, tools)
+        except ScorerError:
+            raise
+        except Exception as exc:
+            raise ScorerError(f"{type(exc).__name__}: {exc}") from exc
+        return self._remember(key, sig)
+
+    async def score_async(self, body: dict) -> dict:
+        """Signals of one request body; with the default scorer, batched with concurrent requests."""
+        if self.batcher is None:
+            return self.score(body)
+        system, user, tools = request_texts(body)
+        key = self._key(system, user, tools)
+        hit = self._cached(key)
+        if hit is not None:
+            return hit
+        try:
+            sig = await self.batcher.score(system, user, tools)
+        except ScorerError:
+            raise
+        except Exception as exc:
+            raise ScorerError(f"{type(exc).__name__}: {exc}") from exc
+        return self._remember(key, sig)
+
     def decide(self, account_id: str, body: dict, request_id: str, path: str = "",
                now: float | None = None) -> Decision:
+        """Score inline, update state, evaluate the policy."""
+        try:
+            sig, error = self.score(body), None
+        except ScorerError as exc:
+            sig, error = None, f"scorer: {exc}"
+        return self._decide_with(sig, error, account_id, body, request_id, path, now)
+
+    async def decide_async(self, account_id: str, body: dict, request_id: str, path: str = "",
+                           now: float | None = None) -> Decision:
+        """As :meth:`decide`, scoring through the micro-batcher (for the proxy and async hooks)."""
+        try:
+            sig, error = await self.score_async(body), None
+        except ScorerError as exc:
+            sig, error = None, f"scorer: {exc}"
+        return self._decide_with(sig, error, account_id, body, request_id, path, now)
+
+    def _decide_with(self, sig: dict | None, error: str | None, account_id: str, body: dict, request_id: str,
+                     path: str, now: float | None) -> Decision:
         now = time.time() if now is None else now
         pol = self.policy
         inputs: dict[str, Any] = {
             "account_id": account_id, "path": path, "model": str(body.get("model") or ""),
             "stream": bool(body.get("stream")), "allowlisted": account_id in pol.allowlist,
         }
-        error = None
-        try:
-            sig = self.score(body)
-        except ScorerError as exc:
-            error = f"scorer: {exc}"
+        if sig is None:
             if pol.fail_scorer == "closed":
-                return self._failed(request_id, account_id, inputs, error)
+                return self._failed(request_id, account_id, inputs, error or "scorer failed")
             sig = {}
         extraction = float(sig.get("extraction_score") or 0.0)
         template_id = sig.get("template_id")

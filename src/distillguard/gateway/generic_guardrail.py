@@ -67,7 +67,7 @@ def refusal_reason(d: Decision) -> str:
     return f"distillguard_blocked:{d.verdict.reason}"
 
 
-def generic_guardrail_response(gw: "Gateway", payload: dict) -> dict:
+async def generic_guardrail_response(gw: "Gateway", payload: dict) -> dict:
     """Answer one Generic Guardrail API call (request or response phase)."""
     t0 = time.perf_counter()
     call_id = str(payload.get("litellm_call_id") or uuid.uuid4().hex)
@@ -83,7 +83,7 @@ def generic_guardrail_response(gw: "Gateway", payload: dict) -> dict:
                for i, t in enumerate(texts)]
         return {"action": "GUARDRAIL_INTERVENED", "texts": new}
     account = _account_from_payload(payload, gw)
-    d = gw.engine.decide(account, _body_from_payload(payload), call_id, path)
+    d = await gw.engine.decide_async(account, _body_from_payload(payload), call_id, path)
     eff = d.effective
     gw.audit(d, path, 403 if eff in REFUSING else 200, None, 0, t0)
     if eff in REFUSING:

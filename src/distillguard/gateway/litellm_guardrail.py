@@ -113,7 +113,7 @@ class DistillGuardGuardrail(_Base):  # type: ignore[misc,valid-type]
         from fastapi import HTTPException
 
         rid = str(data.get("litellm_call_id") or uuid.uuid4().hex)
-        d = self.engine.decide(self._account(user_api_key_dict, data), data, rid, f"litellm:{call_type}")
+        d = await self.engine.decide_async(self._account(user_api_key_dict, data), data, rid, f"litellm:{call_type}")
         eff = d.effective
         if eff in REFUSING:
             status = {"throttle": 429, "unavailable": 503}.get(eff, 403)
