@@ -133,3 +133,13 @@ def test_weights_can_be_overridden_and_config_is_checked():
         DetectConfig(target_fpr=0)
     with pytest.raises(ValueError, match="min_threshold"):
         DetectConfig(min_threshold=0.9, max_threshold=0.5)
+
+
+def test_one_curious_request_among_a_few_is_not_a_harvesting_share():
+    scorer = AccountScorer()
+    scorer.fit(feats(), assumed_benign=False)
+    f = pa.table({"account_id": ["curious", "harvester"], "n_requests": [7.0, 3.0],
+                  "extraction_share": [1 / 7, 1.0], "extraction_mean": [0.2, 0.6]})
+    _, s, ev = scorer.score(f)
+    assert s[0] < scorer.threshold_ <= s[1]
+    assert ev[0][0]["value"] == pytest.approx((1 / 7) * 7 / 10, abs=1e-3)  # shrunk share is the evidence value

@@ -25,6 +25,8 @@ def scan(
     mapping: Optional[Path] = typer.Option(None, "--mapping", "-m", help="CSV column-mapping file (see docs/schema.md)."),
     write_signals: bool = typer.Option(False, "--signals", help="Also write signals.parquet and features.parquet."),
     report: bool = typer.Option(True, "--report/--no-report", help="Write report.html."),
+    peer_intel: Optional[Path] = typer.Option(
+        None, "--peer-intel", help="Folder of peers' STIX bundles (distillguard intel import/pull); key from DISTILLGUARD_SHARING_KEY."),
 ) -> None:
     """Find distillation campaigns in request traffic.
 
@@ -58,7 +60,12 @@ def scan(
         console.print(f"[red]error:[/] {e}")
         raise typer.Exit(EXIT_CONFIG)
     config = DetectConfig(target_fpr=target_fpr, write_signals=write_signals)
-    scanner = Scanner(config, allow)
+    peers = None
+    if peer_intel is not None:
+        from distillguard.intel.commands import load_peer_intel
+
+        peers = load_peer_intel(peer_intel, console)
+    scanner = Scanner(config, allow, peers)
     input_errors = _input_errors()
     with Progress(SpinnerColumn(), TextColumn("[bold]scan[/] {task.description}"), TimeElapsedColumn(),
                   console=console, transient=True, disable=not console.is_terminal) as progress:

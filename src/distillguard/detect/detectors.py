@@ -33,6 +33,7 @@ def _col(features: pa.Table, name: str, fill: float = 0.0) -> np.ndarray:
 def derived_values(features: pa.Table) -> dict[str, np.ndarray]:
     """The per-account values the tells read, computed from the feature table (numpy, vectorised)."""
     n = _col(features, "n_requests")
+    shrink = n / (n + 3.0) if "n_requests" in features.column_names else 1.0
     volume_ok = np.clip((n - 5.0) / 15.0, 0.0, 1.0)  # need ~20 requests before shape tells speak
     top_cap = _col(features, "top_capability_share")
     reasoning_share = _col(features, "reasoning_capability_share")
@@ -41,7 +42,9 @@ def derived_values(features: pa.Table) -> dict[str, np.ndarray]:
     pivot_lag = _col(features, "pivot_lag_hours", fill=np.inf)
     age = _col(features, "account_age_days", fill=np.inf)
     return {
-        "extraction_share": _col(features, "extraction_share"),
+        # shrunk towards 0 for small accounts (3 pseudo-requests without extraction): one curious request
+        # among a handful is not a harvesting share, while a harvester's first requests still count
+        "extraction_share": _col(features, "extraction_share") * shrink,
         "extraction_mean": volume_ok * _col(features, "extraction_mean"),
         # many distinct items, one reasoning-heavy capability, no single dominant template
         "harvest_focus": volume_ok * np.minimum(top_cap, reasoning_share) * diversity * (1.0 - top_tpl),

@@ -129,9 +129,11 @@ def load_events(paths_or_store: Any, *, quarantine: str | Path | None = None, st
 class Scanner:
     """Reusable scanner: ``fit`` on a baseline once, then ``scan`` many traffic slices."""
 
-    def __init__(self, config: DetectConfig | None = None, allowlist: Allowlist | None = None):
+    def __init__(self, config: DetectConfig | None = None, allowlist: Allowlist | None = None,
+                 peer_intel: Any = None):
         self.config = config or DetectConfig()
         self.allowlist = allowlist or Allowlist()
+        self.peer_intel = peer_intel  # distillguard.intel.PeerIntel: campaigns reported by peers
         self.scorer = AccountScorer(self.config)
         self.calibration_: Calibration | None = None
 
@@ -195,6 +197,13 @@ class Scanner:
         else:
             calibration = self.calibration_
         raw, own, evidence = self.scorer.score(features)
+        peer_edges = None
+        if self.peer_intel is not None:  # peer-reported indicators: evidence naming the peer, score, links
+            from distillguard.intel.peer import apply_to_scan
+
+            raw, _, peer_edges = apply_to_scan(self.peer_intel, events, signals,
+                                               features.column("account_id").to_pylist(), raw, evidence)
+            own = self.scorer.squash(raw)
         timings["score_s"] = time.perf_counter() - t
 
         t = time.perf_counter()
@@ -203,6 +212,8 @@ class Scanner:
         orgs = features.column("org_id").to_pylist()
         allow_mask = self.allowlist.mask(accts, orgs) if self.allowlist else np.zeros(len(accts), bool)
         edges = build_edges(ev_t, sg_t, config=self._link_config())
+        if peer_edges is not None and peer_edges.num_rows:
+            edges = pa.concat_tables([edges, peer_edges.cast(edges.schema)])
         # allowlisted accounts lend no evidence to the campaigns they are linked into
         scores_tbl = pa.table({"account_id": pa.array(accts, pa.string()),
                                "score": pa.array(np.where(allow_mask, 0.0, own), pa.float64())})
@@ -228,11 +239,12 @@ class Scanner:
 def scan(paths_or_store: Any, *, out_dir: str | Path | None = None, config: DetectConfig | None = None,
          baseline: Any | None = None, allowlist: Allowlist | str | Path | None = None, strict: bool = False,
          fmt: str | None = None, mapping: str | None = None,
-         progress: Callable[[str], None] | None = None) -> ScanResult:
-    """Scan traffic and return (and, with ``out_dir``, write) the findings. See docs/detection.md."""
+         progress: Callable[[str], None] | None = None, peer_intel: Any = None) -> ScanResult:
+    """Scan traffic and return (and, with ``out_dir``, write) the findings. See docs/detection.md.
+    ``peer_intel``: a :class:`distillguard.intel.PeerIntel` whose matches raise linked accounts' scores."""
     if allowlist is not None and not isinstance(allowlist, Allowlist):
         allowlist = Allowlist.load(allowlist)
-    scanner = Scanner(config, allowlist)
+    scanner = Scanner(config, allowlist, peer_intel)
     if baseline is not None:
         scanner.fit(baseline, label=_describe(baseline))
     return scanner.scan(paths_or_store, out_dir=out_dir, strict=strict, fmt=fmt, mapping=mapping, progress=progress)
@@ -275,8 +287,8 @@ class _Findings:
         camp_of = [camp_map.get(a) for a in self.accts]
         lifted = np.array([float(prop.get(a, o) or 0.0) for a, o in zip(self.accts, self.own)])
         # a campaign lifts a member only when the member is nearly flagged on its own or has a strong tie (shared
-        # payment, dataset partition, synchronised timing, peer intel) to another member: a shared generic
-        # template or NAT address must not drag bystanders into a campaign's score
+        # payment, synchronised timing, peer intel) to another member: a shared generic template, a NAT address
+        # or a few disjoint homework items must not drag bystanders into a campaign's score
         eligible = (self.own >= self.cfg.propagate_min_own) | self._strongly_tied(camp_of)
         final = np.where(eligible, np.maximum(self.own, lifted), self.own)
         for i in np.nonzero(final > self.own + 1e-12)[0]:

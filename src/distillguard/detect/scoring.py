@@ -42,7 +42,7 @@ class DetectConfig:
     #: campaign scores (from distillguard.linking) lift members whose own score reaches this, or who share
     #: one of ``strong_edge_kinds`` with another member
     propagate_min_own: float = 0.5
-    strong_edge_kinds: tuple = ("payment", "partition", "sync", "peer_intel")
+    strong_edge_kinds: tuple = ("payment", "sync", "peer_intel")
     sample_prompts: int = 3
     sample_chars: int = 200
     write_signals: bool = False
