@@ -199,7 +199,11 @@ def normalize(rec: Any, source: str | None = None) -> dict:
 
 
 _NoneType = type(None)
+_STR_TYPES = frozenset((str, _NoneType))
+_INT_TYPES = frozenset((int, _NoneType))
 _INT_LIMIT = 2**63
+_UTC = timezone.utc
+_fromtimestamp = datetime.fromtimestamp
 # UTF-8 needs at most 3 bytes per code unit here, so text this short cannot exceed the byte limit
 _SAFE_CHARS = MAX_TEXT_BYTES // 3
 
@@ -220,7 +224,11 @@ def normalize_values(rec: Any, source: str | None = None) -> tuple:
     ts_value = get("timestamp")
     if ts_value is None:
         raise RecordError("timestamp", "missing")
-    ts = parse_timestamp(ts_value)
+    tv = type(ts_value)
+    if tv is float and 0.0 < ts_value < 1e11 or tv is int and 0 < ts_value < 100_000_000_000:
+        ts = _fromtimestamp(ts_value, _UTC)  # the common cases of parse_timestamp, inlined
+    else:
+        ts = parse_timestamp(ts_value)
 
     messages = get("messages")
     prompt = get("prompt")
@@ -273,19 +281,22 @@ def normalize_values(rec: Any, source: str | None = None) -> tuple:
             raise RecordError("asn", f"expected a string or integer, got {type(asn).__name__}")
         asn = str(asn)
 
-    strs = [get(name) for name in _STR_FIELDS]
-    for i, v in enumerate(strs):
-        if v is not None and type(v) is not str:
-            strs[i] = _opt_str(rec, _STR_FIELDS[i])
-    ints = [get(name) for name in _INT_FIELDS]
-    for i, v in enumerate(ints):
-        if v is not None and (type(v) is not int or not -_INT_LIMIT < v < _INT_LIMIT):
-            ints[i] = _opt_int(rec, _INT_FIELDS[i])
+    strs = list(map(get, _STR_FIELDS))
+    if not _STR_TYPES.issuperset(map(type, strs)):
+        strs = [_opt_str(rec, name) for name in _STR_FIELDS]
+    ints = list(map(get, _INT_FIELDS))
+    if _INT_TYPES.issuperset(map(type, ints)):
+        for v in ints:
+            if v is not None and (v >= _INT_LIMIT or v <= -_INT_LIMIT):
+                ints = [_opt_int(rec, name) for name in _INT_FIELDS]  # raises for the out-of-range one
+                break
+    else:
+        ints = [_opt_int(rec, name) for name in _INT_FIELDS]
     request_id, org_id, api_key_id, ip, user_agent, payment, model, effort, response, reasoning = strs
     max_tokens, input_tokens, output_tokens, reasoning_tokens, status_code = ints
     if status_code is not None and not (0 <= status_code < 1000):
         raise RecordError("status_code", f"not an HTTP status: {status_code}")
-    if rec.keys() <= INPUT_FIELDS:
+    if INPUT_FIELDS.issuperset(rec):
         extra_json = None
     else:
         extra = {k: v for k, v in rec.items() if k not in INPUT_FIELDS}
