@@ -231,3 +231,20 @@ def test_concurrent_requests_with_random_faults_each_answered_once():
     assert len(rows) == 200 and len({r["request_id"] for r in rows}) == 200
     for r in rows:
         assert r["attempts"] == seen[r["request_id"]] <= 3
+
+
+@pytest.mark.parametrize("mode,status", [("open", 200), ("closed", 503)])
+def test_batched_scorer_failure_follows_fail_mode(mode, status):
+    s = Script(OK)
+    app = create_app("http://upstream.test", policy(f"fail_mode: {{scorer: {mode}}}\n"),
+                     transport=httpx.MockTransport(s))
+    batcher = app.state.gateway.engine.batcher
+    assert batcher is not None, "the default scorer is batched"
+
+    def broken(items):
+        raise MemoryError("arrow kernel out of memory")
+
+    batcher.batch_fn = broken
+    r = call(app)
+    assert r.status_code == status
+    assert "arrow kernel out of memory" in audit(app)[0]["error"]

@@ -113,6 +113,7 @@ class Gateway:
     upstream_api_key: str | None = None
     guardrail_api_key: str | None = None
     canary: CanaryInserter = field(default_factory=ZeroWidthCanary)
+    peer_intel: Any = None  # distillguard.intel.PeerIntel: peers' indicators raise matching accounts' campaign_risk
     transport: httpx.AsyncBaseTransport | None = None
     metrics: _Metrics = field(default_factory=_Metrics)
     _upstream: httpx.AsyncBaseTransport | None = None
@@ -192,6 +193,9 @@ class Gateway:
             return Response(error_body("request body is not a JSON object", "invalid_request_error",
                                        "invalid_json", request_id), 400, media_type="application/json")
         td = time.perf_counter()
+        if self.peer_intel is not None:
+            await self.peer_intel.apply_request_async(self.engine, account, request.client.host if request.client
+                                                      else None, request.headers.get("user-agent"), body)
         decision = await self.engine.decide_async(account, body, request_id, path)
         self.metrics.decision_s.observe(time.perf_counter() - td)
         if decision.error:
@@ -343,6 +347,9 @@ class Gateway:
             if isinstance(msg, dict) and isinstance(msg.get("content"), str):
                 msg["content"] = self.canary.insert(account, msg["content"], now)
                 changed = True
+            if isinstance(msg, dict) and isinstance(msg.get("reasoning_content"), str):  # reasoning, when not withheld
+                msg["reasoning_content"] = self.canary.insert(account, msg["reasoning_content"], now)
+                changed = True
         for item in obj.get("output") or []:
             if isinstance(item, dict) and item.get("type") == "message":
                 for c in item.get("content") or []:
@@ -363,12 +370,15 @@ class Gateway:
                 if obj is None:
                     state["changed"] = True
                     return None
-            if canary and not state.get("canary_done"):
+            # an inserter with ``streaming = True`` is stateless and may rewrite every delta (and reasoning deltas)
+            every = getattr(self.canary, "streaming", False)
+            if canary and (every or not state.get("canary_done")):
                 for ch in obj.get("choices") or []:
                     delta = ch.get("delta") if isinstance(ch, dict) else None
-                    if isinstance(delta, dict) and isinstance(delta.get("content"), str) and delta["content"]:
-                        delta["content"] = self.canary.insert(d.account_id, delta["content"], now)
-                        state["canary_done"] = True
+                    for k in ("content", "reasoning_content") if every else ("content",):
+                        if isinstance(delta, dict) and isinstance(delta.get(k), str) and delta[k]:
+                            delta[k] = self.canary.insert(d.account_id, delta[k], now)
+                            state["canary_done"] = True
                 if obj.get("type") == "response.output_text.delta" and isinstance(obj.get("delta"), str):
                     obj["delta"] = self.canary.insert(d.account_id, obj["delta"], now)
                     state["canary_done"] = True
@@ -560,11 +570,24 @@ def _check_override(spec: Any) -> str | None:
     return None
 
 
+def default_canary() -> CanaryInserter:
+    """The phrasing canary of :mod:`distillguard.intel.canary` when ``DISTILLGUARD_CANARY_SECRET`` is set (the
+    secret ``distillguard attribute`` needs later), else :class:`ZeroWidthCanary`."""
+    import os
+
+    secret = os.environ.get("DISTILLGUARD_CANARY_SECRET")
+    if secret:
+        from distillguard.intel.canary import PhrasingCanary
+
+        return PhrasingCanary(secret)
+    return ZeroWidthCanary()
+
+
 def create_app(upstream: str, policy: Policy | None = None, state: StateStore | str | None = None,
                scorer=None, admin_token: str | None = None, upstream_api_key: str | None = None,
                transport: httpx.AsyncBaseTransport | None = None, canary: CanaryInserter | None = None,
                findings: str | None = None, guardrail_api_key: str | None = None,
-               key_hash_secret: bytes | None = None) -> Starlette:
+               key_hash_secret: bytes | None = None, peer_intel=None) -> Starlette:
     """Build the gateway ASGI app. ``state``: a store, a SQLite path or a ``redis://`` URL."""
     from distillguard.gateway.state import open_state
 
@@ -579,7 +602,7 @@ def create_app(upstream: str, policy: Policy | None = None, state: StateStore | 
         store.set_campaign_risk(load_findings(findings))
     gw = Gateway(upstream=upstream, engine=Engine(policy, store, scorer, key_hash_secret), admin_token=admin_token,
                  upstream_api_key=upstream_api_key, transport=transport, guardrail_api_key=guardrail_api_key,
-                 canary=canary or ZeroWidthCanary())
+                 canary=canary or default_canary(), peer_intel=peer_intel)
     routes = [
         Route("/metrics", gw.metrics_endpoint, methods=["GET"]),
         Route("/healthz", gw.healthz, methods=["GET"]),

@@ -25,9 +25,12 @@ def gateway(
     workers: int = typer.Option(1, "--workers", min=1,
                                 help="Worker processes (more than 1 needs a redis:// --state)."),
     check: bool = typer.Option(False, "--check", help="Validate the policy and exit."),
+    peer_intel: Optional[Path] = typer.Option(None, "--peer-intel",
+                                              help="Folder of peers' STIX bundles (distillguard intel import/pull)."),
 ) -> None:
     """Run the real-time enforcement gateway (secrets come from the environment: DISTILLGUARD_UPSTREAM_API_KEY,
-    DISTILLGUARD_ADMIN_TOKEN, DISTILLGUARD_GUARDRAIL_API_KEY, DISTILLGUARD_KEY_HASH_SECRET)."""
+    DISTILLGUARD_ADMIN_TOKEN, DISTILLGUARD_GUARDRAIL_API_KEY, DISTILLGUARD_KEY_HASH_SECRET, DISTILLGUARD_CANARY_SECRET,
+    DISTILLGUARD_SHARING_KEY)."""
     from distillguard.gateway.policy import PolicyError, default_policy, load_policy
 
     try:
@@ -49,7 +52,8 @@ def gateway(
     import uvicorn
 
     config = {"upstream": upstream, "policy": str(policy) if policy else None, "state": state,
-              "findings": str(findings) if findings else None}
+              "findings": str(findings) if findings else None,
+              "peer_intel": str(peer_intel) if peer_intel else None}
     try:
         app = app_from_config(config) if workers == 1 else None
     except ValueError as exc:
@@ -79,7 +83,24 @@ def app_from_config(config: dict):
                       admin_token=os.environ.get("DISTILLGUARD_ADMIN_TOKEN") or None,
                       upstream_api_key=os.environ.get("DISTILLGUARD_UPSTREAM_API_KEY") or None,
                       guardrail_api_key=os.environ.get("DISTILLGUARD_GUARDRAIL_API_KEY") or None,
-                      findings=config.get("findings"), key_hash_secret=secret.encode() if secret else None)
+                      findings=config.get("findings"), key_hash_secret=secret.encode() if secret else None,
+                      peer_intel=_peer_intel(config.get("peer_intel")))
+
+
+def _peer_intel(folder: str | None):
+    """Peers' bundles, verified with the sharing key from DISTILLGUARD_SHARING_KEY (docs/intel.md)."""
+    if not folder:
+        return None
+    from distillguard.intel.peer import PeerIntel
+    from distillguard.intel.stix import IntelError
+
+    key = os.environ.get("DISTILLGUARD_SHARING_KEY")
+    if not key:
+        raise ValueError("--peer-intel needs the sharing key in DISTILLGUARD_SHARING_KEY")
+    try:
+        return PeerIntel.load(folder, key)
+    except IntelError as exc:
+        raise ValueError(f"--peer-intel: {exc}") from None
 
 
 def app_from_env():

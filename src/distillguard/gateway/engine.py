@@ -12,6 +12,7 @@ import hmac
 import os
 import time
 from collections import OrderedDict
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -118,6 +119,17 @@ class Decision:
         return {k: v for k, v in self.inputs.items() if not k.startswith("_")}
 
 
+@contextmanager
+def _scorer_errors():
+    """Any scorer exception becomes :class:`ScorerError` (which the fail mode handles)."""
+    try:
+        yield
+    except ScorerError:
+        raise
+    except Exception as exc:
+        raise ScorerError(f"{type(exc).__name__}: {exc}") from exc
+
+
 class Engine:
     #: identical prompts (retries, eval reruns, shared templates with identical fillers) are scored once
     CACHE_SIZE = 4096
@@ -159,37 +171,28 @@ class Engine:
             self._cache.move_to_end(key)
         return hit
 
-    def score(self, body: dict) -> dict:
-        """Signals of one request body, scored inline."""
+    def _lookup(self, body: dict) -> tuple[str, str, Any, bytes, dict | None]:
         system, user, tools = request_texts(body)
         key = self._key(system, user, tools)
-        hit = self._cached(key)
+        return system, user, tools, key, self._cached(key)
+
+    def score(self, body: dict) -> dict:
+        """Signals of one request body, scored inline."""
+        system, user, tools, key, hit = self._lookup(body)
         if hit is not None:
             return hit
-        try:
-            sig = self.scorer(system, user, tools)
-        except ScorerError:
-            raise
-        except Exception as exc:
-            raise ScorerError(f"{type(exc).__name__}: {exc}") from exc
-        return self._remember(key, sig)
+        with _scorer_errors():
+            return self._remember(key, self.scorer(system, user, tools))
 
     async def score_async(self, body: dict) -> dict:
         """Signals of one request body; with the default scorer, batched with concurrent requests."""
         if self.batcher is None:
             return self.score(body)
-        system, user, tools = request_texts(body)
-        key = self._key(system, user, tools)
-        hit = self._cached(key)
+        system, user, tools, key, hit = self._lookup(body)
         if hit is not None:
             return hit
-        try:
-            sig = await self.batcher.score(system, user, tools)
-        except ScorerError:
-            raise
-        except Exception as exc:
-            raise ScorerError(f"{type(exc).__name__}: {exc}") from exc
-        return self._remember(key, sig)
+        with _scorer_errors():
+            return self._remember(key, await self.batcher.score(system, user, tools))
 
     def decide(self, account_id: str, body: dict, request_id: str, path: str = "",
                now: float | None = None) -> Decision:
