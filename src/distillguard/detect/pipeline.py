@@ -68,7 +68,7 @@ class ScanResult:
         w.writerow(ACCOUNTS_HEADER)
         cols = [self.accounts.column(c).to_pylist() for c in ACCOUNTS_HEADER]
         for a, s, f, c, r in zip(*cols):
-            w.writerow([a, f"{s:.4f}", "true" if f else "false", c or "", r or ""])
+            w.writerow([a, f"{s:.6f}".rstrip("0").rstrip(".") if s else "0", "true" if f else "false", c or "", r or ""])
         paths["accounts"].write_text(buf.getvalue(), encoding="utf-8")
         paths["campaigns"].write_bytes(orjson.dumps(self.campaigns_doc(), option=orjson.OPT_INDENT_2))
         if write_signals and self.signals is not None:
@@ -290,7 +290,7 @@ class _Findings:
         # payment, synchronised timing, peer intel) to another member: a shared generic template, a NAT address
         # or a few disjoint homework items must not drag bystanders into a campaign's score
         eligible = (self.own >= self.cfg.propagate_min_own) | self._strongly_tied(camp_of)
-        final = np.where(eligible, np.maximum(self.own, lifted), self.own)
+        final = np.round(np.clip(np.where(eligible, np.maximum(self.own, lifted), self.own), 0.0, 1.0), 6)
         for i in np.nonzero(final > self.own + 1e-12)[0]:
             c = camps[camp_of[i]]
             self.evidence[i].append({
@@ -311,7 +311,7 @@ class _Findings:
             reasons.append(";".join(x.replace(";", ",") for x in names))
         accounts = pa.table({
             "account_id": pa.array(self.accts, pa.string()),
-            "score": pa.array(np.round(np.clip(final, 0, 1), 6), pa.float64()),
+            "score": pa.array(final, pa.float64()),
             "flagged": pa.array(flagged, pa.bool_()),
             "campaign_id": pa.array(camp_of, pa.string()),
             "reasons": pa.array(reasons, pa.string()),
@@ -413,7 +413,8 @@ def _campaign_stats(events: pa.Table, signals: pa.Table, member_rows: list[tuple
                                       "payment_fingerprint", "output_tokens", "reasoning_tokens", "user_text"]))
     sg = ibis.memtable(signals.select(["event_id", "capability", "benchmark", "template_id", "template_sig",
                                        "system_prompt_id", "extraction_reason"]))
-    t = ev.join(mem, "account_id").left_join(sg, "event_id")
+    t = ev.join(mem, "account_id").left_join(sg, "event_id").drop("event_id_right")
+    t = ibis.memtable(t.to_pyarrow())  # members' events only: join once, then several small aggregates
     base = t.group_by("campaign_id").aggregate(
         first_seen=t.timestamp.min(), last_seen=t.timestamp.max(), requests=t.count(),
         reasoning_tokens=t.reasoning_tokens.fill_null(0).sum(), output_tokens=t.output_tokens.fill_null(0).sum(),

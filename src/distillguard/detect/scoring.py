@@ -128,7 +128,7 @@ class AccountScorer:
                     t.fit(bulk)
         s = self.squash(self.raw_scores(bulk)) if bulk.num_rows else np.zeros(0)
         q = float(np.quantile(s, 1.0 - cfg.target_fpr)) + 1e-6 if s.size else cfg.min_threshold
-        self.threshold_ = float(min(max(q, cfg.min_threshold), cfg.max_threshold))
+        self.threshold_ = round(float(min(max(q, cfg.min_threshold), cfg.max_threshold)), 6)
         self.calibration_ = Calibration(
             target_fpr=cfg.target_fpr, threshold=self.threshold_,
             baseline="assumed-benign" if assumed_benign else label, n_baseline_accounts=int(bulk.num_rows),
