@@ -247,11 +247,26 @@ def test_metrics_and_passthrough():
         assert "distillguard_gateway_reasoning_withheld_total 1.0" in text
 
 
-def test_invalid_json_is_400():
-    app, _ = make()
+def test_invalid_json_is_400_and_oversized_413(monkeypatch):
+    import distillguard.gateway.app as gw_app
+
+    app, stub = make()
     with TestClient(app) as c:
         r = c.post("/v1/chat/completions", content=b"{not json", headers={"x-account-id": "a"})
         assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_json"
+        monkeypatch.setattr(gw_app, "MAX_BODY_BYTES", 50)
+        r = post(c, EXTRACT, "a")
+        assert r.status_code == 413 and r.json()["error"]["code"] == "request_too_large"
+    assert stub.hits.total() == 0
+
+
+def test_admin_audit_returns_last_rows():
+    app, _ = make()
+    with TestClient(app) as c:
+        for i in range(5):
+            post(c, PLAIN, f"acct-{i}")
+        rows = c.get("/admin/audit?limit=2", headers={"authorization": "Bearer admintok"}).json()["rows"]
+    assert [r["account_id"] for r in rows] == ["acct-3", "acct-4"]
 
 
 def test_sqlite_state_decay(tmp_path):

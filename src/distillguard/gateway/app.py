@@ -37,6 +37,9 @@ __all__ = ["create_app", "Gateway", "error_body", "load_findings"]
 
 log = logging.getLogger("distillguard.gateway")
 
+#: largest scored request body accepted (bytes); larger ones get 413 without being scored or forwarded
+MAX_BODY_BYTES = 16 * 1024 * 1024
+
 SCORED_PATHS = {"/v1/chat/completions", "/v1/responses", "/v1/completions",
                 "/chat/completions", "/responses", "/completions"}
 _HOP = {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer",
@@ -183,7 +186,12 @@ class Gateway:
         if request.method != "POST" or path not in SCORED_PATHS:
             return await self._passthrough(request)
         request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
-        raw = await request.body()
+        declared = request.headers.get("content-length", "")
+        too_big = declared.isdigit() and int(declared) > MAX_BODY_BYTES
+        raw = b"" if too_big else await request.body()
+        if too_big or len(raw) > MAX_BODY_BYTES:
+            return Response(error_body(f"request body over {MAX_BODY_BYTES} bytes", "invalid_request_error",
+                                       "request_too_large", request_id), 413, media_type="application/json")
         account = resolve_account(request.headers, self.policy, self.engine.key_hash_secret) or "anonymous"
         try:
             body = orjson.loads(raw)
@@ -511,8 +519,8 @@ class Gateway:
             limit = int(request.query_params.get("limit", "100"))
         except ValueError:
             limit = 100
-        rows = self.state.audit_rows()
-        return Response(orjson.dumps({"rows": rows[-max(0, limit):]}), media_type="application/json")
+        rows = self.state.audit_rows(max(0, min(limit, 10_000)))
+        return Response(orjson.dumps({"rows": rows}), media_type="application/json")
 
     async def metrics_endpoint(self, request: Request) -> Response:
         return Response(generate_latest(self.metrics.registry), media_type=CONTENT_TYPE_LATEST)

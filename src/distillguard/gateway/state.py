@@ -305,12 +305,14 @@ class SQLiteState(StateStore):
         self._flush_once()
 
     def audit_rows(self, limit: int | None = None) -> list[dict]:
+        """Audit rows in insertion order; with ``limit``, the last ``limit`` rows."""
         self.flush()
         sql = f"SELECT {', '.join(AUDIT_COLUMNS)} FROM audit ORDER BY rowid"
         params: tuple = ()
         if limit is not None:
-            sql += " LIMIT ?"
-            params = (int(limit),)
+            sql = (f"SELECT {', '.join(AUDIT_COLUMNS)} FROM "
+                   "(SELECT rowid AS r, * FROM audit ORDER BY rowid DESC LIMIT ?) ORDER BY r")
+            params = (max(0, int(limit)),)
         with self._db_lock:
             rows = self._conn.execute(sql, params).fetchall()
         return [dict(zip(AUDIT_COLUMNS, r)) for r in rows]
@@ -361,8 +363,11 @@ class RedisState(StateStore):
             self._wrap(self._r.rpush, f"{self.prefix}audit", *[orjson.dumps(r) for r in rows])
 
     def audit_rows(self, limit: int | None = None) -> list[dict]:
-        end = -1 if limit is None else int(limit) - 1
-        return [orjson.loads(x) for x in self._wrap(self._r.lrange, f"{self.prefix}audit", 0, end)]
+        """Audit rows in insertion order; with ``limit``, the last ``limit`` rows."""
+        if limit is not None and int(limit) <= 0:
+            return []
+        start = 0 if limit is None else -int(limit)
+        return [orjson.loads(x) for x in self._wrap(self._r.lrange, f"{self.prefix}audit", start, -1)]
 
 
 def open_state(spec: str | None) -> StateStore:
