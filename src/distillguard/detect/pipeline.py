@@ -291,7 +291,7 @@ class _Findings:
         # or a few disjoint homework items must not drag bystanders into a campaign's score
         eligible = (self.own >= self.cfg.propagate_min_own) | self._strongly_tied(camp_of)
         final = np.round(np.clip(np.where(eligible, np.maximum(self.own, lifted), self.own), 0.0, 1.0), 6)
-        for i in np.nonzero(final > self.own + 1e-12)[0]:
+        for i in np.nonzero(final > np.round(self.own, 6) + 1e-12)[0]:  # rounding alone is no lift
             c = camps[camp_of[i]]
             self.evidence[i].append({
                 "signal": "campaign", "value": round(float(final[i]), 4), "threshold": round(th, 4),
