@@ -152,3 +152,24 @@ def test_generic_guardrail_api_blocks_by_litellm_key(litellm_proxy):
     rows = gw_app.state.gateway.state.audit_rows()
     assert any(r["account_id"] == _key_account("sk-banned-key") and r["action"] == "block" for r in rows)
     assert any(r["path"] == "litellm:request" and r["action"] == "allow" for r in rows)
+
+
+def test_post_call_hook_strips_responses_api_reasoning_items(tmp_path):
+    """The hook on a Responses API object (LiteLLM's aresponses call type), called directly."""
+    import asyncio
+    from types import SimpleNamespace
+
+    from distillguard.gateway.litellm_guardrail import DistillGuardGuardrail
+
+    state = SQLiteState(tmp_path / "s.sqlite")
+    state.set_campaign_risk([{"account_id": "flagged", "score": 0.8}])
+    g = DistillGuardGuardrail(policy=parse_policy(POLICY_YAML), state=state, scorer=keyword_scorer,
+                              guardrail_name="dg", event_hook=["pre_call", "post_call"])
+    data = {"litellm_call_id": "c1", "input": "hi", "proxy_server_request": {"headers": {"x-account-id": "flagged"}}}
+    key = SimpleNamespace(user_id=None, team_id=None, token=None, end_user_id=None)
+    asyncio.run(g.async_pre_call_hook(key, None, data, "aresponses"))
+    resp = SimpleNamespace(output=[{"type": "reasoning", "summary": [{"text": REASONING}]},
+                                   {"type": "message", "content": [{"type": "output_text", "text": ANSWER}]}])
+    out = asyncio.run(g.async_post_call_success_hook(data, key, resp))
+    assert [o["type"] for o in out.output] == ["message"]
+    state.close()

@@ -65,6 +65,10 @@ def _strip_message(msg: Any, mode: str, max_chars: int) -> bool:
     return changed
 
 
+def _item_type(item: Any) -> Any:
+    return item.get("type") if isinstance(item, dict) else getattr(item, "type", None)
+
+
 class DistillGuardGuardrail(_Base):  # type: ignore[misc,valid-type]
     """LiteLLM ``CustomGuardrail`` deciding through the same engine as the gateway."""
 
@@ -146,6 +150,14 @@ class DistillGuardGuardrail(_Base):  # type: ignore[misc,valid-type]
                 _strip_message(msg, d.verdict.replace, pol.summary_chars)
             elif d.effective == "canary" and isinstance(getattr(msg, "content", None), str):
                 msg.content = ZeroWidth.insert(d.account_id, msg.content, time.time())
+        output = getattr(response, "output", None)  # Responses API
+        if d.effective == "withhold_reasoning" and isinstance(output, list):
+            kept = [o for o in output if _item_type(o) != "reasoning"]
+            if len(kept) != len(output):
+                try:
+                    response.output = kept
+                except (AttributeError, TypeError, ValueError):
+                    output[:] = kept
         return response
 
     async def async_post_call_streaming_iterator_hook(self, user_api_key_dict, response,
