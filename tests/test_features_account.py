@@ -97,3 +97,13 @@ def test_benchmark_repeats_and_missing_signals():
     out = account_features(ibis.memtable(ev), ibis.memtable(sg.slice(0, 0))).to_pyarrow().to_pylist()[0]
     assert out["n_requests"] == 60 and out["top_capability"] == "other" and out["extraction_share"] == 0.0
     assert out["account_age_days"] is None
+
+
+def test_compiles_for_pyspark_without_a_session():
+    """The same expression must run on Spark: it compiles to Spark SQL (executing it is the Spark part's job)."""
+    _ = ibis.pyspark  # loading the backend registers its compile options
+    ev, sg = tables(mini_world(n_benign=2, n_attack=1))
+    e = ibis.table(ibis.Schema.from_pyarrow(ev.schema), name="events")
+    s = ibis.table(ibis.Schema.from_pyarrow(sg.schema), name="signals")
+    sql = ibis.to_sql(account_features(e, s), dialect="pyspark")
+    assert "GROUP BY" in sql and "`account_id`" in sql and "LAG(" in sql.upper()
