@@ -331,8 +331,9 @@ def attribute(texts: Iterable[str] | np.ndarray, hypotheses: Sequence[Hypothesis
         p = 1.0 if not seen_idx.size else max(p, 0.0)
         pa = min(1.0, p * n_h)
         start = datetime.fromtimestamp(h.bucket * bucket_s, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-        results.append(Attribution(h.account_id, h.bucket, start, t_obs / scale, expected, int(seen_idx.size),
-                                   int((top[seen_idx] == codes[seen_idx]).sum()), p, pa, pa < alpha))
+        results.append(Attribution(h.account_id, int(h.bucket), start, float(t_obs / scale), float(expected),
+                                   int(seen_idx.size), int((top[seen_idx] == codes[seen_idx]).sum()), float(p),
+                                   float(pa), bool(pa < alpha)))
     results.sort(key=lambda r: (r.p_value, -r.statistic, r.account_id, r.bucket))
     return AttributionReport(n_texts, int(totals.sum()), int(seen_idx.size), len(hypotheses), alpha, results)
 
@@ -365,13 +366,10 @@ def _texts_of(obj, depth: int = 0) -> Iterator[str]:
 def read_suspect_texts(path: str | Path, max_bytes: int = 2 << 30) -> list[str]:
     """Texts of a suspect file: JSONL (``.jsonl``/``.jsonl.gz``; text, completion, response, output,
     content, answer, reasoning fields or assistant turns of ``messages``) or plain text (one document)."""
+    from distillguard.intel.stix import checked_size
+
     p = Path(path)
-    try:
-        size = p.stat().st_size
-    except OSError as exc:
-        raise CanaryError(f"{p}: cannot read: {exc.strerror or exc}") from None
-    if size > max_bytes:
-        raise CanaryError(f"{p}: {size} bytes is over the {max_bytes}-byte limit")
+    checked_size(p, max_bytes, CanaryError)
     opener = gzip.open if p.name.endswith(".gz") else open
     name = p.name[:-3] if p.name.endswith(".gz") else p.name
     try:

@@ -300,3 +300,18 @@ def _read_accounts(path: Path) -> list[str]:
         rows = list(csv.DictReader(lines))
         return [r["account_id"] for r in rows if r.get("account_id")]
     return [ln.strip() for ln in lines if ln.strip() and not ln.startswith("#")]
+
+
+def load_peer_intel(folder: Path, console=None, key_env: str = _KEY_ENV):
+    """``scan --peer-intel``: the peer-intel folder as a :class:`PeerIntel` (exits 3 or 4 with a clear error)."""
+    from distillguard.intel.peer import PeerIntel
+    from distillguard.intel.stix import IntelError
+
+    key = _key(key_env)
+    try:
+        pi = PeerIntel.load(folder, key)
+    except IntelError as exc:
+        raise _err(f"--peer-intel: {exc}", EXIT_INPUT)
+    if console is not None:
+        console.print(f"peer intel: {pi.bundles} bundles, {len(pi.campaigns)} campaigns, {len(pi)} indicators")
+    return pi

@@ -24,7 +24,8 @@ import numpy as np
 import orjson
 import pyarrow as pa
 
-from distillguard.intel.stix import EXTENSION_ID, IntelError, SharingKey, object_mac, validate_bundle
+from distillguard.intel.stix import (EXTENSION_ID, IntelError, SharingKey, checked_size, object_mac,
+                                     validate_bundle)
 
 __all__ = ["PeerIntel", "PeerMatch", "PeerCampaign", "load_bundle", "KIND_WEIGHT", "MAX_BUNDLE_BYTES",
            "MATCH_SCHEMA", "apply_to_scan"]
@@ -87,12 +88,7 @@ class PeerMatch:
 
 def read_bundle_file(path: str | Path, max_bytes: int = MAX_BUNDLE_BYTES) -> dict:
     p = Path(path)
-    try:
-        size = p.stat().st_size
-    except OSError as exc:
-        raise IntelError(f"{p}: cannot read: {exc.strerror or exc}") from None
-    if size > max_bytes:
-        raise IntelError(f"{p}: {size} bytes is over the bundle size limit of {max_bytes} bytes")
+    checked_size(p, max_bytes)
     with open(p, "rb") as fh:
         data = fh.read(max_bytes + 1)
     if len(data) > max_bytes:
@@ -151,6 +147,7 @@ class PeerIntel:
     ignored_indicators: int = 0
     bundles: int = 0
     sources: list[str] = field(default_factory=list)
+    has_templates: bool = False  # any template fingerprint loaded (the gateway then needs the request's template)
 
     # ----------------------------------------------------------------------------------- loading
     @classmethod
@@ -200,6 +197,7 @@ class PeerIntel:
                 added += self._add_indicator(ind, camp)
         self.bundles += 1
         self.sources.append(src)
+        self.has_templates = any(k == "template" for k, _ in self.exact)
         return added
 
     def _add_fingerprints(self, o: dict, ext: dict, src: str) -> int:
@@ -387,19 +385,37 @@ class PeerIntel:
         return out
 
     # ----------------------------------------------------------------------------------- gateway
+    def _wants_template(self) -> bool:
+        return bool(self.sigs) or self.has_templates
+
     def apply_request(self, engine: Any, account_id: str, ip: str | None, user_agent: str | None,
                       body: dict | None = None, now: float | None = None) -> list[PeerMatch]:
         """Gateway hook: match one request and raise the account's ``campaign_risk`` in the gateway state
-        to the peer score (it never lowers it). Returns the matches."""
-        tid = sig = None
-        wants_template = self.sigs or any(k == "template" for k, _ in self.exact)
-        if body is not None and wants_template:
+        to the peer score (never lowering it). Returns the matches."""
+        sig = None
+        if body is not None and self._wants_template():
             try:
-                s = engine.score(body or {})
-                tid, sig = s.get("template_id"), s.get("template_sig")
+                sig = engine.score(body)
             except Exception:  # the engine reports scorer failures itself, by its fail mode
-                pass
-        ms = self.match_request(ip=ip, user_agent=user_agent, template_id=tid, template_sig=sig)
+                sig = None
+        return self._apply(engine, account_id, ip, user_agent, sig)
+
+    async def apply_request_async(self, engine: Any, account_id: str, ip: str | None, user_agent: str | None,
+                                  body: dict | None = None) -> list[PeerMatch]:
+        """:meth:`apply_request` scoring through the engine's micro-batcher (the decision then hits its cache)."""
+        sig = None
+        if body is not None and self._wants_template():
+            try:
+                sig = await engine.score_async(body)
+            except Exception:
+                sig = None
+        return self._apply(engine, account_id, ip, user_agent, sig)
+
+    def _apply(self, engine: Any, account_id: str, ip: str | None, user_agent: str | None,
+               sig: dict | None) -> list[PeerMatch]:
+        sig = sig or {}
+        ms = self.match_request(ip=ip, user_agent=user_agent, template_id=sig.get("template_id"),
+                                template_sig=sig.get("template_sig"))
         if not ms:
             return ms
         score = round(self.score_matches(ms), 4)

@@ -59,6 +59,20 @@ class IntelError(ValueError):
     """A bundle or findings file that cannot be used; the message names the file, object and field."""
 
 
+def checked_size(path, max_bytes: int, error: type[Exception] = IntelError) -> int:
+    """The size of ``path``; raises ``error`` naming the file when it is unreadable or over ``max_bytes``."""
+    from pathlib import Path
+
+    p = Path(path)
+    try:
+        size = p.stat().st_size
+    except OSError as exc:
+        raise error(f"{p}: cannot read: {exc.strerror or exc}") from None
+    if size > max_bytes:
+        raise error(f"{p}: {size} bytes is over the size limit of {max_bytes} bytes")
+    return size
+
+
 def _tlp(level: str):
     import stix2
 
