@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import random
-import zlib
 
 import numpy as np
 from sklearn.linear_model import LogisticRegression
@@ -44,7 +43,7 @@ def _corpus_questions(n: int, seed: int = 0) -> list[str]:
     for name in WRAP_CORPORA:
         k = 0
         for it in C.iter_items(name):
-            if zlib.crc32(it.item_id.encode()) % 5 == D.TEST_FOLD or len(it.text) > 1500:
+            if D.fold_of(it.text) == D.TEST_FOLD or len(it.text) > 1500:
                 continue
             qs.append(it.text)
             k += 1

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import yaml
@@ -41,7 +43,7 @@ def test_train_and_test_sets_are_disjoint():
     train_ids = {e.user for e in D.corpus_negatives("train")}
     test_ids = {e.user for e in D.corpus_negatives("test")}
     assert train_ids and test_ids
-    assert len(train_ids & test_ids) <= 0.01 * len(test_ids)  # only verbatim duplicates inside a corpus
+    assert not (train_ids & test_ids)
 
 
 def test_held_out_quality():
@@ -105,5 +107,5 @@ def test_packaged_rules_yaml_is_lower_case():
     doc = yaml.safe_load(resources.files("distillguard.signals").joinpath("rules.yaml").read_text("utf-8"))
     for r in doc["extraction"]:
         # patterns run on lower-cased text; an upper-case literal could never match
-        pat = r["pattern"].replace("\\W", "").replace("\\S", "").replace("\\D", "").replace("\\B", "")
+        pat = re.sub(r"\\[WSDB]|\\p\{\w+\}", "", r["pattern"])
         assert pat == pat.lower(), r["name"]

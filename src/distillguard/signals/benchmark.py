@@ -34,7 +34,7 @@ BENCHMARK_SOURCES: dict[str, tuple[str, ...]] = {
 BENCHMARK_CAPABILITY = {"gsm8k": "math", "math": "math", "humaneval": "code", "mbpp": "code", "mmlu": "reasoning"}
 
 SHINGLE = 5
-INDEX_VERSION = 3
+INDEX_VERSION = 4
 MAX_ITEMS_PER_SHINGLE = 5
 MIN_ITEM_SHINGLES = 3
 
@@ -48,14 +48,11 @@ def cache_dir() -> Path:
 
 
 def masked_token_hashes(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    """Token hashes (uint64) and document index of the masked, lower-cased texts, concatenated."""
-    hs: list[int] = []
-    docs: list[int] = []
-    for i, t in enumerate(texts):
-        toks = T.tokens(T.mask(t).lower())
-        hs.extend(T.token_hashes(toks))
-        docs.extend([i] * len(toks))
-    return np.asarray(hs, dtype=np.uint64), np.asarray(docs, dtype=np.int64)
+    """Token hashes (uint64) and document index of the masked, lower-cased texts, concatenated (the same
+    masking as the prompts get in :func:`distillguard.signals.core.analyse`)."""
+    import pyarrow as pa
+
+    return T.masked_token_hashes_array(pa.array(texts, pa.large_string()))
 
 
 class BenchmarkIndex:

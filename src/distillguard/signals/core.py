@@ -8,6 +8,8 @@ import hashlib
 from dataclasses import dataclass
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from . import text as T
 from .benchmark import BENCHMARK_CAPABILITY, SHINGLE, BenchmarkIndex
@@ -36,109 +38,121 @@ class Analysis:
     system_prompt_id: list[str | None]
     text_len: np.ndarray
     rule_hits: np.ndarray  # bool (n, n_rules)
-    tool_vote: np.ndarray  # bool: the text itself reads as a tool-use prompt
+    cap_votes: np.ndarray  # float (n, len(CAPABILITIES)), benchmark vote included
+
+
+_ITEM = np.uint64(T.token_hashes(["ITEM"])[0])
+_EMPTY_TEMPLATE = T.mix64(np.array([0x7E3A], np.uint64))[0]
 
 
 def _hash_id(s: str) -> str:
     return hashlib.blake2b(s.encode("utf-8", "surrogatepass"), digest_size=8).hexdigest()
 
 
-def capability_of(scores: dict[str, float], n_tokens: int) -> str:
-    if not scores:
-        return "chat" if n_tokens >= 3 else "other"
-    return max(scores.items(), key=lambda kv: (kv[1], -_CAP_RANK[kv[0]]))[0]
+def capability_of(votes: np.ndarray, n_tokens: np.ndarray) -> list[str]:
+    """Winning capability per row: most votes, ties broken by :data:`CAPABILITIES` order; no vote: ``chat``
+    with three or more words, else ``other``."""
+    tie = -np.arange(len(CAPABILITIES)) * 1e-6
+    best = np.argmax(votes + tie, axis=1)
+    none = votes.max(axis=1) <= 0 if len(votes) else np.zeros(0, bool)
+    out = [CAPABILITIES[k] for k in best.tolist()]
+    for i in np.flatnonzero(none).tolist():
+        out[i] = "chat" if n_tokens[i] >= 3 else "other"
+    return out
 
 
-def analyse(system_texts: list[str | None], user_texts: list[str], *, model: ExtractionModel | None = None,
-            rules: RuleSet | None = None, benchmark_index: BenchmarkIndex | None = None) -> Analysis:
+def _as_list(xs) -> list:
+    if isinstance(xs, (pa.Array, pa.ChunkedArray)):
+        return xs.to_pylist()
+    return list(xs)
+
+
+def _as_array(xs) -> pa.Array:
+    if isinstance(xs, (pa.Array, pa.ChunkedArray)):
+        return xs.combine_chunks() if isinstance(xs, pa.ChunkedArray) else xs
+    return pa.array(xs, pa.large_string())
+
+
+def analyse(system_texts, user_texts, *, model: ExtractionModel | None = None, rules: RuleSet | None = None,
+            benchmark_index: BenchmarkIndex | None = None) -> Analysis:
+    """Signals of each (system, user) text pair. Inputs: lists of str/None or Arrow string arrays."""
     rules = rules or load_rules()
     model = model or load_model()
     n = len(user_texts)
-    n_rules = len(rules.extraction)
-    lows: list[str] = []
-    tok_sets: list[set] = []
-    ext_toks: list[str] = []
-    ext_d: list[int] = []
-    m_toks: list[list[str]] = []
-    m_flat: list[str] = []
-    m_d: list[int] = []
-    sys_ids: list[str | None] = []
-    lens = np.zeros(n, dtype=np.int32)
-    for i in range(n):
-        s = system_texts[i]
-        u = user_texts[i] or ""
-        low = T.prepare(s, u)
-        lows.append(low)
-        et = T.tokens(low)
-        tok_sets.append(set(et))
-        ext_toks.extend(et)
-        ext_d.extend([i] * len(et))
-        mt = T.tokens(T.mask(u).lower())
-        m_toks.append(mt)
-        m_flat.extend(mt)
-        m_d.extend([i] * len(mt))
-        if s and s.strip():
-            sys_ids.append(_hash_id(" ".join(s.lower().split())))
-        else:
-            sys_ids.append(None)
-        lens[i] = len(u) + (len(s) if s else 0)
-    rule_hits, cap_scores = rules.apply(lows, tok_sets)
-    del tok_sets
-    ext_h = T.hash_tokens(ext_toks)
-    m_h = T.hash_tokens(m_flat)
+    small = n <= T.SMALL
+    if small:  # one request (the gateway): plain Python strings, patterns compiled once
+        system = [None if s is None else str(s) for s in _as_list(system_texts)]
+        user = ["" if u is None else str(u) for u in _as_list(user_texts)]
+        low = [T.prepare_one(s, u) for s, u in zip(system, user)]
+    else:
+        system = _as_array(system_texts).cast(pa.large_string())
+        user = pc.fill_null(_as_array(user_texts).cast(pa.large_string()), "")
+        low = T.prepared_array(system, user)
 
-    # extraction score
-    eh = ext_h
-    ed = np.asarray(ext_d, dtype=np.int64)
-    buckets, bdoc = hashed_ngrams(eh, ed)
+    # extraction: rules and hashed n-grams over the prepared text
+    rule_hits, votes = rules.apply(low)
+    toks, tdoc = T.split_tokens(low)
+    buckets, bdoc = hashed_ngrams(T.hash_token_array(toks), tdoc)
     z = model.logits(rule_hits, buckets, bdoc, n)
     score = 1.0 / (1.0 + np.exp(-z))
     reasons = _reasons(score, rule_hits, rules, model, buckets, bdoc, n)
 
-    # benchmark match on masked user-text shingles
-    mh = m_h
-    md = np.asarray(m_d, dtype=np.int64)
+    # masked user tokens: benchmark match, template id, SimHash
+    mh, md = T.masked_token_hashes_array(user)
+    n_tok = np.bincount(md, minlength=n)
     bench: list[str | None] = [None] * n
     bitem: list[str | None] = [None] * n
     bscore = np.zeros(n, np.float64)
     keep = np.ones(len(mh), bool)
+    mh = mh.copy()
     if benchmark_index is not None and len(benchmark_index):
         sh, sdoc, spos = T.ngram_hashes(mh, md, SHINGLE)
         best, bscore, span_s, span_e = benchmark_index.query(sh, sdoc, spos, n)
-        for i in np.flatnonzero(best >= 0):
+        for i in np.flatnonzero(best >= 0).tolist():
             k = int(best[i])
-            bench[i] = benchmark_index.item_bench[k]
-            bitem[i] = benchmark_index.item_ids[k]
-            keep[span_s[i]:span_e[i]] = False
-        if (best >= 0).any():
-            # replace the matched item in the template by a placeholder
-            starts = np.r_[0, np.cumsum([len(t) for t in m_toks])]
-            for i in np.flatnonzero(best >= 0):
-                a, b = int(span_s[i] - starts[i]), int(span_e[i] - starts[i])
-                m_toks[i] = m_toks[i][:a] + ["ITEM"] + m_toks[i][b:]
-
-    # templates: id of the masked token sequence, SimHash of its unigrams + bigrams
-    template_id = [_hash_id(" ".join(t)) for t in m_toks]
+            b = benchmark_index.item_bench[k]
+            bench[i], bitem[i] = b, benchmark_index.item_ids[k]
+            votes[i, CAPABILITIES.index(BENCHMARK_CAPABILITY[b])] += _BENCH_VOTE
+            # the matched item becomes one placeholder token of the template
+            keep[span_s[i] + 1:span_e[i]] = False
+            mh[span_s[i]] = _ITEM
     kh, kd = mh[keep], md[keep]
+    template_id = _template_ids(kh, kd, n)
     bi, bid, _ = T.ngram_hashes(kh, kd, 2)
-    feats = np.concatenate([T.mix64(kh), bi])
-    fdoc = np.concatenate([kd, bid])
-    sig = T.simhash(feats, fdoc, n)
+    sig = T.simhash(np.concatenate([T.mix64(kh), bi]), np.concatenate([kd, bid]), n)
 
-    # capability
-    caps = []
-    tool_vote = np.zeros(n, bool)
-    for i in range(n):
-        sc = cap_scores[i]
-        if bench[i] is not None:
-            sc = dict(sc)
-            c = BENCHMARK_CAPABILITY[bench[i]]
-            sc[c] = sc.get(c, 0.0) + _BENCH_VOTE
-        caps.append(capability_of(sc, len(m_toks[i])))
-        tool_vote[i] = "tool_use" in sc
+    caps = capability_of(votes, n_tok)
+    if small:
+        sys_ids = [_system_id(s) for s in system]
+        lens = np.array([len(u) + len(s or "") for s, u in zip(system, user)], dtype=np.int32)
+    else:
+        sys_ids = _system_ids(system)
+        lens = (pc.fill_null(pc.utf8_length(user), 0).to_numpy(zero_copy_only=False)
+                + pc.fill_null(pc.utf8_length(system), 0).to_numpy(zero_copy_only=False)).astype(np.int32)
+    return Analysis(score, reasons, caps, bench, bitem, bscore, template_id, sig, sys_ids, lens, rule_hits, votes)
 
-    return Analysis(score, reasons, caps, bench, bitem, bscore, template_id, sig, sys_ids, lens, rule_hits,
-                    tool_vote)
+
+def _template_ids(h: np.ndarray, doc: np.ndarray, n: int) -> list[str]:
+    """Order-sensitive 64-bit hash of each document's token sequence, as 16 hex digits."""
+    out = np.full(n, _EMPTY_TEMPLATE, np.uint64)
+    if len(h):
+        starts = np.flatnonzero(np.r_[True, doc[1:] != doc[:-1]])
+        pos = np.arange(len(h)) - np.repeat(starts, np.diff(np.r_[starts, len(h)]))
+        x = T.mix64(h ^ T.mix64(pos.astype(np.uint64) + np.uint64(0x51A7)))
+        sums = np.add.reduceat(x, starts)
+        out[doc[starts]] = T.mix64(sums)
+    return [f"{v:016x}" for v in out.tolist()]
+
+
+def _system_id(s: str | None) -> str | None:
+    return _hash_id(" ".join(s.lower().split())) if s and s.strip() else None
+
+
+def _system_ids(system: pa.Array) -> list[str | None]:
+    enc = pc.dictionary_encode(system)
+    ids = [_system_id(s) for s in enc.dictionary.to_pylist()]
+    idx = enc.indices
+    return [None if i is None else ids[i] for i in idx.to_pylist()]
 
 
 def _reasons(score, rule_hits, rules, model, buckets, bdoc, n) -> list[str]:
@@ -157,7 +171,11 @@ def _reasons(score, rule_hits, rules, model, buckets, bdoc, n) -> list[str]:
                 lst.append(t)
         for d, lst in terms_of.items():
             lst.sort(key=lambda t: -model.hash_w[_bucket_of(model, t)])
-    for i in range(n):
+    any_hit = rule_hits.any(axis=1) if rule_hits.size else np.zeros(n, bool)
+    for i, sc in enumerate(score.tolist()):
+        if not any_hit[i] and i not in terms_of:
+            out.append(f"{sc:.2f}: no extraction cue")
+            continue
         fired = [(w[j], names[j]) for j in np.flatnonzero(rule_hits[i])]
         pos = [f"{nm}({wt:+.1f})" for wt, nm in sorted(fired, reverse=True) if wt > 0]
         neg = [f"{nm}({wt:+.1f})" for wt, nm in sorted(fired) if wt <= 0]
@@ -168,9 +186,7 @@ def _reasons(score, rule_hits, rules, model, buckets, bdoc, n) -> list[str]:
             parts.append("terms " + ", ".join(repr(t) for t in terms_of[i][:4]))
         if neg:
             parts.append("look-alike " + ", ".join(neg))
-        if not parts:
-            parts.append("no extraction cue")
-        out.append(f"{score[i]:.2f}: " + "; ".join(parts))
+        out.append(f"{sc:.2f}: " + "; ".join(parts))
     return out
 
 

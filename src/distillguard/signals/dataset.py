@@ -4,7 +4,7 @@ Each YAML lists prompt seeds (``positive``, ``negative``; a ``{q}`` placeholder 
 its own task ``questions``. :func:`expand` turns a file into labelled examples. :func:`corpus_negatives`
 adds real prompts from the third-party corpora (chat, jailbreaks, system-prompt extraction, red-team,
 benchmark questions) as negatives, read in place and split into a train and a test fold by a hash of the
-item id, so test items are never trained on. Nothing from the corpora is stored in the repository.
+normalised text, so test items are never trained on. Nothing from the corpora is stored in the repository.
 """
 
 from __future__ import annotations
@@ -18,8 +18,14 @@ import yaml
 
 __all__ = ["Example", "load_seeds", "expand", "corpus_negatives", "load_split", "TEST_FOLD"]
 
-#: corpus items whose crc32(item_id) % 5 equals this go to the test fold
+#: corpus items whose fold hash (:func:`fold_of`) equals this go to the test fold
 TEST_FOLD = 0
+
+
+def fold_of(text: str) -> int:
+    """Fold (0-4) of a corpus prompt: a hash of its normalised text, so a prompt that a corpus holds twice
+    (the same jailbreak against two models) can never sit in both the training and the test fold."""
+    return zlib.crc32(" ".join(text.lower().split()).encode("utf-8", "surrogatepass")) % 5
 #: corpora used as negatives, with the number of items taken per fold (None: all)
 NEGATIVE_CORPORA = {
     "oasst": None, "arena_hard": None, "jailbreaks": None, "jailbreakbench": 600,
@@ -90,7 +96,7 @@ def corpus_negatives(fold: str, corpora_dir=None) -> list[Example]:
         try:
             items = C.iter_items(name, corpora_dir)
             for it in items:
-                in_test = zlib.crc32(it.item_id.encode()) % 5 == TEST_FOLD
+                in_test = fold_of(it.text) == TEST_FOLD
                 if in_test != want_test:
                     continue
                 out.append(Example(None, it.text, 0, f"corpus:{name}"))

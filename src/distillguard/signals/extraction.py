@@ -101,19 +101,29 @@ def load_model() -> ExtractionModel:
     return ExtractionModel.from_rules(rules)
 
 
-def featurize(system_texts: list[str | None], user_texts: list[str], rules: RuleSet | None = None,
-              keep_tokens: bool = False):
+def featurize(system_texts, user_texts, rules: RuleSet | None = None, keep_tokens: bool = False):
     """Extraction features of many prompts, computed exactly as :func:`distillguard.signals.core.analyse`
-    does: ``(rule_hits, buckets, bucket_doc)`` (and the token lists when ``keep_tokens``)."""
+    does: ``(rule_hits, buckets, bucket_doc)`` (and the token list of each prompt when ``keep_tokens``)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
     rules = rules or load_rules()
-    lows = [T.prepare(s, u or "") for s, u in zip(system_texts, user_texts)]
-    toks = [T.tokens(low) for low in lows]
-    rule_hits, _ = rules.apply(lows, [set(t) for t in toks])
-    flat = [t for ts in toks for t in ts]
-    doc = np.repeat(np.arange(len(toks)), [len(t) for t in toks]).astype(np.int64)
-    buckets, bdoc = hashed_ngrams(T.hash_tokens(flat), doc)
+    system_texts, user_texts = list(system_texts), list(user_texts)
+    if len(user_texts) <= T.SMALL:
+        low = [T.prepare_one(s, u or "") for s, u in zip(system_texts, user_texts)]
+    else:
+        system = pa.array(system_texts, pa.large_string())
+        user = pc.fill_null(pa.array(user_texts, pa.large_string()), "")
+        low = T.prepared_array(system, user)
+    rule_hits, _ = rules.apply(low)
+    toks, doc = T.split_tokens(low)
+    buckets, bdoc = hashed_ngrams(T.hash_token_array(toks), doc)
     if keep_tokens:
-        return rule_hits, buckets, bdoc, toks
+        flat = toks.to_pylist()
+        per: list[list[str]] = [[] for _ in range(len(user))]
+        for d, t in zip(doc.tolist(), flat):
+            per[d].append(t)
+        return rule_hits, buckets, bdoc, per
     return rule_hits, buckets, bdoc
 
 

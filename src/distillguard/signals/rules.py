@@ -1,19 +1,33 @@
-"""Loading the YAML rules (rules.yaml) into compiled regexes."""
+"""Loading the YAML rules (rules.yaml) and applying them to many texts at once.
+
+Patterns are RE2 regular expressions (Arrow's engine: linear time, ASCII ``\\w``/``\\b``, ``\\p{L}`` for
+Unicode classes) run over the lower-cased prepared text with ``pyarrow.compute.match_substring_regex``, one
+vectorised pass per rule. ``keywords`` become one ``\\b(?:...)\\b`` pattern; ``triggers`` alone (no pattern)
+fire when any of the substrings is present.
+"""
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 import yaml
 
-__all__ = ["Rule", "RuleSet", "load_rules", "CAPABILITIES"]
+__all__ = ["Rule", "RuleSet", "load_rules", "parse_rules", "CAPABILITIES"]
 
 #: capability tags, in tie-break priority order
 CAPABILITIES = ("tool_use", "grading", "code", "math", "reasoning", "chat", "other")
+
+
+@lru_cache(maxsize=None)
+def _compiled(pattern: str):
+    from .text import small_regex
+
+    return small_regex(pattern)
 
 
 @dataclass(frozen=True)
@@ -21,70 +35,59 @@ class Rule:
     name: str
     description: str
     weight: float
-    regex: re.Pattern | None
-    #: substrings of which one must be present before the regex runs (empty: always run)
-    triggers: tuple[str, ...] = ()
-    #: single words matched against the prompt's token set (instead of / besides the regex)
-    keywords: frozenset = frozenset()
+    #: the RE2 pattern the rule runs
+    pattern: str
 
-    def matches(self, low: str, toks: set | frozenset | None = None) -> bool:
-        if self.keywords and toks is not None and not self.keywords.isdisjoint(toks):
-            return True
-        if self.triggers:
-            for t in self.triggers:
-                if t in low:
-                    break
-            else:
-                return False
-            if self.regex is None and not self.keywords:
-                return True  # a triggers-only rule
-        if self.regex is None:
-            return False
-        return self.regex.search(low) is not None
+    def hits(self, texts: pa.Array | list[str]) -> np.ndarray:
+        """Boolean array: which texts the rule matches (Arrow's RE2 for an Arrow array; for a short list of
+        texts the pattern compiled once with the ``regex`` module in ASCII mode, which finds the same
+        matches for these patterns, since Arrow would recompile the pattern on every call)."""
+        if isinstance(texts, list):
+            rx = _compiled(self.pattern)
+            return np.array([rx.search(t) is not None for t in texts], dtype=bool)
+        if len(texts) == 0:
+            return np.zeros(0, bool)
+        m = pc.match_substring_regex(texts, self.pattern)
+        return pc.fill_null(m, False).to_numpy(zero_copy_only=False)
 
 
 @dataclass(frozen=True)
 class RuleSet:
     extraction: tuple[Rule, ...]
-    #: capability -> its rules (name = capability, weight = vote)
+    #: capability -> its rules (weight = vote)
     capability: dict[str, tuple[Rule, ...]]
 
     @property
     def extraction_names(self) -> tuple[str, ...]:
         return tuple(r.name for r in self.extraction)
 
-    def extraction_hits(self, low: str) -> list[int]:
-        """Indices of extraction rules that match one prepared (lower-cased) text."""
-        return [i for i, r in enumerate(self.extraction) if r.matches(low)]
-
-    def capability_scores(self, low: str, toks: set | frozenset) -> dict[str, float]:
-        """Capability -> total weight of its rules that fire on the prepared text / its token set."""
-        out = {}
+    def apply(self, texts: pa.Array | list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """(extraction hits, bool (n, n_rules); capability votes, float (n, len(CAPABILITIES)))."""
+        n = len(texts)
+        ext = np.zeros((n, len(self.extraction)), dtype=bool)
+        for j, r in enumerate(self.extraction):
+            ext[:, j] = r.hits(texts)
+        votes = np.zeros((n, len(CAPABILITIES)), dtype=np.float64)
         for cap, rules in self.capability.items():
-            s = 0.0
+            k = CAPABILITIES.index(cap)
             for r in rules:
-                if r.matches(low, toks):
-                    s += r.weight
-            if s:
-                out[cap] = s
-        return out
-
-    def apply(self, lows: list[str], toks: list[set]) -> tuple[np.ndarray, list[dict[str, float]]]:
-        """Rules over many prepared texts: (extraction hits, bool (n, n_rules); capability votes per text)."""
-        ext = np.zeros((len(lows), len(self.extraction)), dtype=bool)
-        caps = []
-        for i, low in enumerate(lows):
-            for j in self.extraction_hits(low):
-                ext[i, j] = True
-            caps.append(self.capability_scores(low, toks[i]))
-        return ext, caps
+                votes[:, k] += r.weight * r.hits(texts)
+        return ext, votes
 
 
-def _compile(pattern: str, where: str) -> re.Pattern:
+_RE2_META = set("\\.^$|?*+()[]{}")
+
+
+def _literal(s: str) -> str:
+    return "".join("\\" + c if c in _RE2_META else ("\\n" if c == "\n" else c) for c in s)
+
+
+def _check_re2(pattern: str, where: str) -> str:
     try:
-        return re.compile(pattern)
-    except re.error as exc:
-        raise ValueError(f"{where}: invalid regular expression: {exc}") from None
+        pc.match_substring_regex(pa.array([""]), pattern)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+        raise ValueError(f"{where}: invalid regular expression (RE2): {exc}") from None
+    return pattern
 
 
 def _rule(r: dict, where: str, name: str | None = None) -> Rule:
@@ -96,16 +99,22 @@ def _rule(r: dict, where: str, name: str | None = None) -> Rule:
         if "name" not in r:
             raise ValueError(f"{where}: missing field 'name'")
         name = str(r["name"])
-    if "pattern" not in r and "keywords" not in r and "triggers" not in r:
+    alts = []
+    if "pattern" in r:
+        alts.append(_check_re2(str(r["pattern"]), f"{where}.pattern"))
+    if r.get("keywords"):
+        kws = sorted({str(k).lower() for k in r["keywords"]}, key=lambda k: (-len(k), k))
+        alts.append(r"\b(?:" + "|".join(_literal(k) for k in kws) + r")\b")
+    if r.get("triggers") and "pattern" not in r and not r.get("keywords"):
+        alts.append("|".join(_literal(str(t).lower()) for t in r["triggers"]))
+    if not alts:
         raise ValueError(f"{where}: needs 'pattern', 'keywords' or 'triggers'")
-    regex = _compile(str(r["pattern"]), f"{where}.pattern") if "pattern" in r else None
-    triggers = tuple(str(t).lower() for t in r.get("triggers") or ())
-    keywords = frozenset(str(k).lower() for k in r.get("keywords") or ())
     try:
         weight = float(r["weight"])
     except (TypeError, ValueError):
         raise ValueError(f"{where}.weight: not a number: {r['weight']!r}") from None
-    return Rule(name, str(r.get("description", "")), weight, regex, triggers, keywords)
+    pattern = alts[0] if len(alts) == 1 else "|".join(f"(?:{a})" for a in alts)
+    return Rule(name, str(r.get("description", "")), weight, _check_re2(pattern, where))
 
 
 def parse_rules(doc: dict, source: str = "rules.yaml") -> RuleSet:

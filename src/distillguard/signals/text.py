@@ -13,6 +13,7 @@ import binascii
 import re
 import unicodedata
 import zlib
+from functools import lru_cache
 
 import numpy as np
 import pyarrow as pa
@@ -221,3 +222,189 @@ def simhash(feat: np.ndarray, doc: np.ndarray, n_docs: int, chunk: int = 500_000
     set_bits = (ones * 2 > total[:, None]).astype(np.uint64)
     sig = (set_bits << np.arange(64, dtype=np.uint64)).sum(axis=1, dtype=np.uint64)
     return sig.view(np.int64)
+
+
+# --- vectorised (Arrow / RE2) versions used by the batch and the single-request path -------------------
+#
+# Both compute_signals and score_request go through these functions, so one request scores the same alone
+# or in a batch. Patterns are RE2 (Arrow's regex engine): \w, \d and \b are ASCII; \p{L} etc. for Unicode.
+
+_OBF_RE2 = (r"(?i)(?:\w[ .\-_*|/]){3}\w|[a-z][013457@$][a-z]|[013457@$][a-z]{2}|[A-Za-z0-9+/]{16}"
+            "|[\u200b-\u200f\u2060-\u2064\ufeff\u00ad]")  # literal characters: both engines take them
+_CJK_RE2 = r"([\p{Han}\p{Hiragana}\p{Katakana}])"
+_SPLIT_RE2 = r"[^\p{L}\p{M}\p{N}_]+"
+_QUOTED_RE2 = "\"[^\"\\n]{1,200}\"|“[^”\\n]{1,200}”|«[^»\\n]{1,200}»|(^|\\s)'[^'\\n]{4,200}'|`[^`\\n]{1,200}`"
+_URL_RE2 = r"https?://\S+|[\w.+-]+@[\w-]+\.[\w.-]+"
+_NUM_RE2 = r"\d+(?:[.,:/]\d+)*"
+_NAME_TOKEN = re.compile(r"[A-Z][a-z]{1,20}")
+
+
+def _deobfuscate_full(text: str) -> str:
+    low = text.lower()
+    out = deobfuscate(low)
+    extra = [d.lower() for d in (_decode_b64(b) for b in _B64_BLOB.findall(text)) if d]
+    if extra:
+        out = out + "\n" + "\n".join(extra)
+    return out
+
+
+#: batches up to this size take the per-string path (compiled RE2 objects): Arrow compiles a pattern on
+#: every call, which dominates for one request
+SMALL = 16
+
+
+_W = "A-Za-z0-9_"
+_OUT = {"w": f"[{_W}]", "W": f"[^{_W}]", "d": "[0-9]", "D": "[^0-9]", "s": "[\\t\\n\\f\\r ]",
+        "S": "[^\\t\\n\\f\\r ]", "b": f"(?:(?<=[{_W}])(?![{_W}])|(?<![{_W}])(?=[{_W}]))"}
+_IN = {"w": _W, "d": "0-9", "s": "\\t\\n\\f\\r "}
+
+
+def re2_to_regex(pattern: str) -> str:
+    """Rewrite an RE2 pattern for the ``regex`` module with RE2's meaning of the Perl classes: ``\\w \\d
+    \\s \\b`` are ASCII in RE2 but Unicode in ``regex`` (whose ASCII flag would also shrink ``\\p{L}``)."""
+    out, i, in_class = [], 0, False
+    while i < len(pattern):
+        c = pattern[i]
+        if c == "\\" and i + 1 < len(pattern):
+            e = pattern[i + 1]
+            if in_class and e in _IN:
+                out.append(_IN[e])
+            elif in_class and e in "WDSb":
+                raise ValueError(f"unsupported escape \\{e} inside a character class: {pattern!r}")
+            elif not in_class and e in _OUT:
+                out.append(_OUT[e])
+            else:
+                out.append(c + e)
+            i += 2
+            continue
+        if c == "[" and not in_class:
+            in_class = True
+            out.append(c)
+            if pattern[i + 1:i + 2] == "^":
+                out.append("^")
+                i += 1
+            if pattern[i + 1:i + 2] == "]":
+                out.append("]")
+                i += 1
+        elif c == "]" and in_class:
+            in_class = False
+            out.append(c)
+        else:
+            out.append(c)
+        i += 1
+    return "".join(out)
+
+
+@lru_cache(maxsize=None)
+def small_regex(pattern: str):
+    """``pattern`` (RE2 syntax) compiled for the small-batch path with the ``regex`` module, rewritten by
+    :func:`re2_to_regex`; tests check that both paths agree."""
+    import regex
+
+    return regex.compile(re2_to_regex(pattern), regex.VERSION0)
+
+
+_re2 = small_regex
+
+
+def prepare_one(system: str | None, user: str) -> str:
+    """:func:`prepared_array` for one request without Arrow calls (ASCII text lower-cases identically in
+    Python and Arrow; other text goes through Arrow's NFKC and lower-casing as in the batch)."""
+    full = user if system is None else system + "\n" + user
+    if full.isascii():
+        low = full.lower()
+    else:
+        arr = pa.array([full], pa.large_string())
+        full = pc.utf8_normalize(arr, form="NFKC")[0].as_py()
+        low = pc.utf8_lower(pa.array([full], pa.large_string()))[0].as_py()
+    return _deobfuscate_full(full) if small_regex(_OBF_RE2).search(full) else low
+
+
+def prepared_array(system: pa.Array, user: pa.Array) -> pa.Array:
+    """Lower-cased, NFKC-normalised, de-obfuscated system + user text of each row (the text the extraction
+    rules and features read)."""
+    sep = pa.scalar("\n", system.type)
+    full = pc.binary_join_element_wise(pc.fill_null(system, ""), pc.fill_null(user, ""), sep)
+    full = pc.if_else(pc.is_null(system), pc.fill_null(user, ""), full)
+    if len(full) == 0:
+        return full
+    ascii_ = pc.string_is_ascii(full)
+    if not pc.all(ascii_).as_py():
+        full = pc.if_else(ascii_, full, pc.utf8_normalize(full, form="NFKC"))
+    low = pc.utf8_lower(full)
+    flag = pc.match_substring_regex(full, _OBF_RE2)
+    idx = np.flatnonzero(flag.to_numpy(zero_copy_only=False))
+    if len(idx):
+        originals = full.take(pa.array(idx)).to_pylist()
+        new = [_deobfuscate_full(t) for t in originals]
+        low = pc.replace_with_mask(low, flag, pa.array(new, low.type))
+    return low
+
+
+def split_tokens(arr: pa.Array | list[str]) -> tuple[pa.Array | list[str], np.ndarray]:
+    """Word tokens of every string (runs of letters, marks, digits, underscore; CJK characters one token
+    each), flattened: (tokens, document index of each token)."""
+    if isinstance(arr, list):
+        cjk, split = _re2(_CJK_RE2), _re2(_SPLIT_RE2)
+        toks: list[str] = []
+        doc: list[int] = []
+        for i, t in enumerate(arr):
+            t = t or ""
+            if cjk.search(t):
+                t = cjk.sub(r" \1 ", t)
+            parts = [p for p in split.split(t) if p]
+            toks.extend(parts)
+            doc.extend([i] * len(parts))
+        return toks, np.asarray(doc, dtype=np.int64)
+    if len(arr) == 0:
+        return pa.array([], pa.large_string()), np.empty(0, np.int64)
+    if pc.any(pc.match_substring_regex(arr, _CJK_RE2)).as_py():
+        arr = pc.replace_substring_regex(arr, _CJK_RE2, r" \1 ")
+    parts = pc.split_pattern_regex(pc.fill_null(arr, ""), _SPLIT_RE2)
+    flat = pc.list_flatten(parts)
+    doc = pc.list_parent_indices(parts)
+    keep = pc.not_equal(flat, "")
+    return flat.filter(keep), doc.filter(keep).to_numpy(zero_copy_only=False).astype(np.int64)
+
+
+def hash_token_array(tokens: pa.Array | list[str], transform=None) -> np.ndarray:
+    """Stable uint64 hash of each token (CRC-32 of its UTF-8 bytes), computed once per distinct token;
+    ``transform`` maps a distinct token to the string that is hashed."""
+    if isinstance(tokens, list):
+        if transform is not None:
+            tokens = [transform(t) for t in tokens]
+        return np.asarray(token_hashes(tokens), dtype=np.uint64)
+    if len(tokens) == 0:
+        return np.empty(0, np.uint64)
+    enc = pc.dictionary_encode(tokens)
+    if isinstance(enc, pa.ChunkedArray):
+        enc = enc.combine_chunks()
+    uniq = enc.dictionary.to_pylist()
+    if transform is not None:
+        uniq = [transform(t) for t in uniq]
+    hu = np.asarray(token_hashes(uniq), dtype=np.uint64)
+    return hu[enc.indices.to_numpy(zero_copy_only=False)]
+
+
+def _mask_token(tok: str) -> str:
+    if _NAME_TOKEN.fullmatch(tok) and tok.lower() not in _NOT_NAMES:
+        return "name"
+    return tok.lower()
+
+
+def masked_array(user: pa.Array | list[str]) -> pa.Array | list[str]:
+    """User text with quoted spans, URLs/e-mails and numbers masked (names are masked per token)."""
+    if isinstance(user, list):
+        q, u, n = _re2(_QUOTED_RE2), _re2(_URL_RE2), _re2(_NUM_RE2)
+        return [n.sub("0", u.sub(" URL ", q.sub(r"\1 QSPAN ", x or ""))) for x in user]
+    t = pc.fill_null(user, "")
+    t = pc.replace_substring_regex(t, _QUOTED_RE2, r"\1 QSPAN ")
+    t = pc.replace_substring_regex(t, _URL_RE2, " URL ")
+    return pc.replace_substring_regex(t, _NUM_RE2, "0")
+
+
+def masked_token_hashes_array(user: pa.Array | list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Hashes and document index of the masked, lower-cased tokens of each user text (capitalised words
+    other than common sentence-initial words become ``name``)."""
+    toks, doc = split_tokens(masked_array(user))
+    return hash_token_array(toks, _mask_token), doc
