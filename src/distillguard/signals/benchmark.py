@@ -37,6 +37,8 @@ SHINGLE = 5
 INDEX_VERSION = 4
 MAX_ITEMS_PER_SHINGLE = 5
 MIN_ITEM_SHINGLES = 3
+_BITMAP_BITS = 24
+_BITMAP_MASK = (1 << _BITMAP_BITS) - 1
 
 
 def cache_dir() -> Path:
@@ -67,6 +69,10 @@ class BenchmarkIndex:
         self.item_ids = list(item_ids)
         self.item_bench = list(item_bench)
         self.threshold = float(threshold)
+        # bitmap prefilter: most query shingles are in no item, and a bitmap lookup is far cheaper than a
+        # binary search over the sorted hashes
+        self._bits = np.zeros(1 << _BITMAP_BITS, dtype=bool)
+        self._bits[(self.hashes & np.uint64(_BITMAP_MASK)).astype(np.int64)] = True
 
     def __len__(self) -> int:
         return len(self.item_ids)
@@ -167,6 +173,8 @@ class BenchmarkIndex:
         span_e = np.full(n_docs, -1, np.int64)
         if not len(self.hashes) or not len(sh):
             return best, score, span_s, span_e
+        maybe = self._bits[(sh & np.uint64(_BITMAP_MASK)).astype(np.int64)]
+        sh, sdoc, spos = sh[maybe], sdoc[maybe], spos[maybe]
         lo = np.searchsorted(self.hashes, sh, "left")
         hi = np.searchsorted(self.hashes, sh, "right")
         n = hi - lo

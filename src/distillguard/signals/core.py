@@ -13,7 +13,7 @@ import pyarrow.compute as pc
 
 from . import text as T
 from .benchmark import BENCHMARK_CAPABILITY, SHINGLE, BenchmarkIndex
-from .extraction import ExtractionModel, hashed_ngrams, load_model
+from .extraction import N_BUCKETS, ExtractionModel, hashed_ngrams, load_model
 from .rules import CAPABILITIES, RuleSet, load_rules
 
 __all__ = ["Analysis", "analyse", "capability_of"]
@@ -163,14 +163,20 @@ def _reasons(score, rule_hits, rules, model, buckets, bdoc, n) -> list[str]:
     terms_of: dict[int, list[str]] = {}
     if len(hot) and model.terms:
         term_keys = np.fromiter(model.terms.keys(), dtype=np.int64)
-        sel = np.isin(bdoc, hot) & np.isin(buckets, term_keys)
-        for d, b in zip(bdoc[sel].tolist(), buckets[sel].tolist()):
-            lst = terms_of.setdefault(d, [])
-            t = model.terms[b]
-            if t not in lst:
-                lst.append(t)
-        for d, lst in terms_of.items():
-            lst.sort(key=lambda t: -model.hash_w[_bucket_of(model, t)])
+        is_hot = np.zeros(n, bool)
+        is_hot[hot] = True
+        sel = is_hot[bdoc] & np.isin(buckets, term_keys)
+        d, b = bdoc[sel], buckets[sel]
+        if len(d):
+            # strongest distinct terms first, per document (vectorised: sort by doc, then weight)
+            pair = np.unique(d * N_BUCKETS + b)
+            d, b = pair // N_BUCKETS, pair % N_BUCKETS
+            order = np.lexsort((-model.hash_w[b], d))
+            d, b = d[order], b[order]
+            rank = np.arange(len(d)) - np.searchsorted(d, d, "left")
+            keep = rank < 4
+            for di, bi in zip(d[keep].tolist(), b[keep].tolist()):
+                terms_of.setdefault(di, []).append(model.terms[bi])
     any_hit = rule_hits.any(axis=1) if rule_hits.size else np.zeros(n, bool)
     for i, sc in enumerate(score.tolist()):
         if not any_hit[i] and i not in terms_of:
@@ -183,16 +189,8 @@ def _reasons(score, rule_hits, rules, model, buckets, bdoc, n) -> list[str]:
         if pos:
             parts.append("rules " + ", ".join(pos))
         if i in terms_of:
-            parts.append("terms " + ", ".join(repr(t) for t in terms_of[i][:4]))
+            parts.append("terms " + ", ".join(repr(t) for t in terms_of[i]))
         if neg:
             parts.append("look-alike " + ", ".join(neg))
         out.append(f"{sc:.2f}: " + "; ".join(parts))
     return out
-
-
-def _bucket_of(model: ExtractionModel, term: str) -> int:
-    inv = getattr(model, "_term_bucket", None)
-    if inv is None:
-        inv = {t: b for b, t in model.terms.items()}
-        model._term_bucket = inv  # type: ignore[attr-defined]
-    return inv[term]
