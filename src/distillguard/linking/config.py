@@ -113,17 +113,21 @@ class LinkConfig:
     #: slices of one partition are of similar size: pairs whose item counts differ by more than this
     #: factor (a full benchmark run next to a slice) are not compared
     partition_max_size_ratio: float = 4.0
-    partition_base: float = 0.7
+    partition_base: float = 0.45
+    #: weight factor for a partition pair that shares no repeated template cluster (different
+    #: operators can sample disjoint items too; one pipeline sends its slices through one template)
+    partition_untemplated: float = 0.3
     #: edges below this weight are not returned
     min_edge_weight: float = 0.05
     # --- find_campaigns ---
     #: context kinds (ip, ip24, asn, user_agent, created_burst) together add at most this to a pair
     context_cap: float = 0.1
     #: pairs whose combined weight is below this are left out of the graph
-    min_link_weight: float = 0.3
-    #: Leiden modularity resolution; below 1 keeps a campaign whole when it has strong sub-groups
-    #: (one card per ten accounts); components are never merged whatever the value
-    resolution: float = 0.2
+    min_link_weight: float = 0.4
+    #: Leiden modularity resolution (RBConfiguration). Lower values merge more: 0.2 keeps a campaign with
+    #: strong sub-groups (one card per ten accounts) whole, but also merges campaigns bridged by
+    #: partition edges; 1.0 splits such campaigns into pure sub-campaigns instead
+    resolution: float = 1.0
     min_campaign_size: int = 5
     leiden_iterations: int = -1
     #: member evidence: mean of the member scores at or above this quantile
@@ -142,7 +146,7 @@ class LinkConfig:
         if self.minhash_perm % self.lsh_bands:
             raise ValueError("linking.minhash_perm must be a multiple of lsh_bands")
         for name in ("set_min_jaccard", "sync_min_jaccard", "context_cap", "min_link_weight", "evidence_quantile",
-                     "partition_max_overlap", "set_base", "sync_base", "partition_base"):
+                     "partition_max_overlap", "partition_untemplated", "set_base", "sync_base", "partition_base"):
             v = getattr(self, name)
             if not 0.0 <= v <= 1.0:
                 raise ValueError(f"linking.{name} must be in [0, 1], got {v}")

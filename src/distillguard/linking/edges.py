@@ -224,11 +224,12 @@ def _sync_edges(events: ir.Table, cfg: LinkConfig) -> pa.Table:
 
 
 # --------------------------------------------------------------------------- partitions
-def _partition_edges(signals: ir.Table, cfg: LinkConfig) -> ir.Table:
+def _partition_edges(signals: ir.Table, cfg: LinkConfig, rep_templates: ir.Table | None = None) -> ir.Table:
+    # (column names differ in more than case: DuckDB identifiers are case-insensitive)
     s = signals.filter(signals.benchmark.notnull() & signals.benchmark_item.notnull())
     s = s.mutate(period=_bucket(s.timestamp, cfg.partition_period_s))
     items = s.select("account_id", "benchmark", "period", item=s.benchmark_item).distinct()
-    size = items.group_by(["benchmark", "period"]).aggregate(N=items.item.nunique())
+    size = items.group_by(["benchmark", "period"]).aggregate(pool=items.item.nunique())
     first = s.group_by(["account_id", "benchmark", "period"]).aggregate(first=s.timestamp.min())
     per = items.group_by(["account_id", "benchmark", "period"]).aggregate(n=items.count())
     per = per.filter(per.n >= cfg.partition_min_items).join(first, ["account_id", "benchmark", "period"])
@@ -242,15 +243,15 @@ def _partition_edges(signals: ir.Table, cfg: LinkConfig) -> ir.Table:
     c = c.filter(c.rank + c.off < c.n_acc).mutate(trank=c.rank + c.off)
     other = per.select(ob=per.benchmark, pp=per.period, orank=per.rank, b=per.account_id, nb=per.n)
     c = c.join(other, [c.benchmark == other.ob, c.period == other.pp, c.trank == other.orank])
-    c = c.select(a=c.account_id, b=c.b, benchmark=c.benchmark, period=c.period, na=c.n, nb=c.nb, N=c.N,
-                 expected=c.n.cast("float64") * c.nb / c.N)
+    c = c.select(a=c.account_id, b=c.b, benchmark=c.benchmark, period=c.period, na=c.n, nb=c.nb, pool=c.pool,
+                 expected=c.n.cast("float64") * c.nb / c.pool)
     ia = items.select(aa=items.account_id, ab=items.benchmark, ap=items.period, item=items.item)
     ib = items.select(ba=items.account_id, bb=items.benchmark, bp=items.period, bitem=items.item)
     ov = c.join(ia, [c.a == ia.aa, c.benchmark == ia.ab, c.period == ia.ap])
     ov = ov.join(ib, [ov.b == ib.ba, ov.benchmark == ib.bb, ov.period == ib.bp, ov.item == ib.bitem])
     ov = ov.group_by(["a", "b", "benchmark", "period"]).aggregate(shared=ov.count())
     c = c.left_join(ov, ["a", "b", "benchmark", "period"])
-    c = c.select("a", "b", "benchmark", "period", "na", "nb", "N", "expected", shared=c.shared.coalesce(0))
+    c = c.select("a", "b", "benchmark", "period", "na", "nb", "pool", "expected", shared=c.shared.coalesce(0))
     ratio = ibis.greatest(c.na, c.nb).cast("float64") / ibis.least(c.na, c.nb)
     c = c.filter((c.shared <= cfg.partition_max_overlap * ibis.greatest(c.expected, 1.0))
                  & (ratio <= cfg.partition_max_size_ratio))
@@ -267,13 +268,25 @@ def _partition_edges(signals: ir.Table, cfg: LinkConfig) -> ir.Table:
     c = c.filter(c.E >= cfg.partition_min_expected)
     c = c.mutate(w=cfg.partition_base * ibis.least(1.0, c.E / (2.0 * cfg.partition_min_expected)),
                  **_pair_cols(c.a, c.b))
+    if rep_templates is not None and cfg.partition_untemplated < 1.0:
+        # slices of one pipeline go through one prompt template: pairs sharing no repeated template
+        # cluster keep only partition_untemplated of the weight
+        pairs = c.select("src", "dst").distinct()
+        ta = rep_templates.select(ta=rep_templates.account_id, tk=rep_templates.key)
+        tb = rep_templates.select(tb=rep_templates.account_id, tk2=rep_templates.key)
+        both = pairs.join(ta, pairs.src == ta.ta).join(tb, [pairs.dst == tb.tb, ibis._.tk == tb.tk2])
+        both = both.select(ts=both.src, td=both.dst).distinct().mutate(tpl=ibis.literal(1.0))
+        keep = c.columns
+        c = c.left_join(both, [c.src == both.ts, c.dst == both.td])
+        c = c.select(*[x for x in keep if x != "w"],
+                     w=c.w * ibis.ifelse(c.tpl.notnull(), 1.0, cfg.partition_untemplated))
     best = _tiebreak(c.w, c.benchmark.concat("@", c.period.cast("string")))
     agg = c.group_by(["src", "dst"]).aggregate(
         weight=c.w.max(), count=c.count(), bench=c.benchmark.argmax(best), na=c.na.argmax(best),
-        nb=c.nb.argmax(best), N=c.N.argmax(best), shared=c.shared.argmax(best), E=c.E.argmax(best))
+        nb=c.nb.argmax(best), pool=c.pool.argmax(best), shared=c.shared.argmax(best), E=c.E.argmax(best))
     detail = ("partition " + _short(agg.bench, 32) + ": " + agg.na.cast("string") + "+" + agg.nb.cast("string")
-              + " of " + agg.N.cast("string") + " items, " + agg.shared.cast("string") + " shared ("
-              + "; disjoint from neighbours where " + agg.E.round(1).cast("string") + " shared items were expected)")
+              + " of " + agg.pool.cast("string") + " items, " + agg.shared.cast("string") + " shared; disjoint from "
+              + "neighbours where " + agg.E.round(1).cast("string") + " shared items were expected by chance")
     return agg.select("src", "dst", kind=ibis.literal("partition"), weight=agg.weight,
                       count=agg["count"].cast("int64"), detail=detail)
 
@@ -324,8 +337,8 @@ def build_edges(events, signals=None, *, config: LinkConfig | None = None) -> pa
     if signals is not None:
         if on["template"] or cfg.set_base > 0:
             acct_tpl = _account_templates(signals, cfg)
+            rep = acct_tpl.filter(acct_tpl.uses >= cfg.template_min_uses)
             if on["template"]:
-                rep = acct_tpl.filter(acct_tpl.uses >= cfg.template_min_uses)
                 parts.append(_shared_value_edges(rep.select("account_id", "key", "value"), "template", cfg, accounts))
             arrow_parts.append(_template_set_edges(acct_tpl, accounts, cfg))
         if on["system_prompt"]:
@@ -333,7 +346,7 @@ def build_edges(events, signals=None, *, config: LinkConfig | None = None) -> pa
             parts.append(_shared_value_edges(
                 sp.select("account_id", key=sp.system_prompt_id, value=sp.system_prompt_id),
                 "system_prompt", cfg, accounts))
-        parts.append(_partition_edges(signals, cfg))
+        parts.append(_partition_edges(signals, cfg, rep if on["template"] else None))
     if cfg.sync_base > 0:
         arrow_parts.append(_sync_edges(events, cfg))
 
