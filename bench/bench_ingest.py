@@ -5,7 +5,8 @@
 
 Prints, for each step, wall seconds, events/s and peak RSS (the process and its worker processes
 together, sampled every 20 ms): generate (not timed against anything), duckdb read_json (floor: parse the
-same file into an in-memory table), scan-read (read_events only, batches counted), ingest (read_events into
+same file into an in-memory table; duckdb_read_json_file: the same into a DuckDB file, the fair floor for
+ingest), scan-read (read_events only, batches counted), ingest (read_events into
 a DuckDB file store). Each measured step runs in a fresh subprocess so peaks do not mix.
 """
 
@@ -28,7 +29,15 @@ import duckdb
 con = duckdb.connect()
 con.execute("SET threads TO {threads}")
 con.execute("CREATE TABLE t AS SELECT * FROM read_json(?, format='newline_delimited')", [PATH])
-n = con.execute("SELECT count(*) FROM t").fetchone()[0]
+n = con.execute("SELECT count(*) FROM t").fetchall()[0][0]
+""",
+    "duckdb_read_json_file": """
+import duckdb
+con = duckdb.connect(DB)
+con.execute("SET threads TO {threads}")
+con.execute("CREATE TABLE t AS SELECT * FROM read_json(?, format='newline_delimited')", [PATH])
+n = con.execute("SELECT count(*) FROM t").fetchall()[0][0]
+con.close()
 """,
     "scan_read": """
 from distillguard.io import read_events
@@ -149,7 +158,8 @@ def main() -> None:
     ap.add_argument("--events", type=int, default=1_000_000)
     ap.add_argument("--workers", default="auto", help="read_events workers: auto, 0 (in-process), N")
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="DuckDB threads for the floor")
-    ap.add_argument("--steps", default="duckdb_read_json,scan_read,ingest")
+    ap.add_argument("--steps", default="duckdb_read_json,duckdb_read_json_file,scan_read,ingest",
+                    help="comma-separated: " + ",".join(STEPS))
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="dg-bench-") as tmp:
         path = Path(tmp) / "events.jsonl"
@@ -165,12 +175,13 @@ def main() -> None:
             results[step] = (secs, cpu)
             print(f"{step:18s} {n:>10,} events  wall {secs:7.2f} s {n / secs:>10,.0f} events/s  "
                   f"cpu {cpu:7.2f} s  peak RSS {peak / 2**20:7.0f} MiB")
-        floor = results.get("duckdb_read_json")
-        if floor:
-            for step in ("scan_read", "ingest", "ingest_memory"):
-                if step in results:
+        for floor_name, steps in (("duckdb_read_json", ("scan_read", "ingest_memory", "ingest")),
+                                  ("duckdb_read_json_file", ("ingest",))):
+            floor = results.get(floor_name)
+            for step in steps:
+                if floor and step in results:
                     wall, cpu = results[step]
-                    print(f"{step} / duckdb read_json: wall {wall / floor[0]:.2f}x, cpu {cpu / floor[1]:.2f}x "
+                    print(f"{step} / {floor_name}: wall {wall / floor[0]:.2f}x, cpu {cpu / floor[1]:.2f}x "
                           "(target <= 3x)")
         print(f"load average at the end: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cpus "
               "(wall figures are only comparable on an otherwise idle machine)")
