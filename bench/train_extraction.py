@@ -169,35 +169,45 @@ def _report(name: str, y: np.ndarray, s: np.ndarray) -> dict:
     return out
 
 
-def train_neural(seed: int = 0) -> None:
+def train_neural(seed: int = 0, n_corpus: int = 1000, n_test_corpus: int = 400) -> None:
     """Fit the logistic head of NeuralExtractionDetector on MiniLM embeddings of the training set, write
     signals/neural_head.npz, evaluate on the test set and time the encoder."""
     import time
 
     from distillguard.signals.neural import NeuralExtractionDetector, head_path, load_encoder
 
+    rng = random.Random(seed)
     exs, _ = training_examples()
+    seeds = [e for e in exs if not e.kind.startswith("corpus")]
+    corpus = [e for e in exs if e.kind.startswith("corpus")]
+    exs = seeds + rng.sample(corpus, min(n_corpus, len(corpus)))  # the encoder is slow on this shared CPU
     y = np.array([e.label for e in exs])
     det = NeuralExtractionDetector()
     texts = [(e.system + "\n" if e.system else "") + e.user for e in exs]
     t = time.perf_counter()
     X = det.embed(texts)
     dt = time.perf_counter() - t
-    print(f"embedded {len(texts)} training prompts in {dt:.1f}s = {len(set(texts)) / dt:.1f} prompts/s (1 CPU thread)")
+    print(f"embedded {len(set(texts))} distinct training prompts in {dt:.1f}s = {len(set(texts)) / dt:.1f} "
+          "prompts/s (numpy, 1 BLAS thread)", flush=True)
     clf = LogisticRegression(C=4.0, class_weight="balanced", max_iter=4000, random_state=seed).fit(X, y)
     np.savez(head_path(), coef=clf.coef_[0].astype(np.float64), bias=np.array([clf.intercept_[0]]))
-    print(f"wrote {head_path()}")
+    print(f"wrote {head_path()}", flush=True)
     test = D.load_split("test")
+    t_seed = [e for e in test if not e.kind.startswith("corpus")]
+    t_corp = [e for e in test if e.kind.startswith("corpus")]
+    test = t_seed + random.Random(seed + 1).sample(t_corp, min(n_test_corpus, len(t_corp)))
     yt = np.array([e.label for e in test])
-    from distillguard.signals.neural import NeuralExtractionDetector as N
     import pyarrow as pa
 
-    batch = pa.table({"system_text": [e.system for e in test], "user_text": [e.user for e in test]})
-    sn = N().score(batch).column("extraction_neural_score").to_numpy()
-    _report("TEST neural", yt, sn)
+    batch = pa.table({"system_text": pa.array([e.system for e in test], pa.string()),
+                      "user_text": [e.user for e in test]})
+    sn = NeuralExtractionDetector().score(batch).column("extraction_neural_score").to_numpy()
+    print(f"TEST subset: {len(test)} prompts ({int(yt.sum())} extraction, {len(t_seed) - int(yt.sum())} seed "
+          f"negatives, {len(test) - len(t_seed)} corpus negatives)")
+    _report("TEST subset neural", yt, sn)
     fast = analyse([e.system for e in test], [e.user for e in test], benchmark_index=BenchmarkIndex.empty())
-    _report("TEST fast", yt, fast.extraction_score)
-    _report("TEST mean(fast, neural)", yt, (sn + fast.extraction_score) / 2)
+    _report("TEST subset fast", yt, fast.extraction_score)
+    _report("TEST subset mean(fast, neural)", yt, (sn + fast.extraction_score) / 2)
 
 
 def check_neural() -> None:

@@ -79,18 +79,15 @@ class CapabilityDetector(Detector):
         pass
 
     def _tags(self, batch):
-        from .rules import load_rules
-        from . import text as T
+        from .rules import CAPABILITIES
 
         system, user = _texts(batch)
-        rules = load_rules()
         tools = (pc.fill_null(batch.column("n_tools"), 0).to_numpy(zero_copy_only=False) > 0
                  if "n_tools" in batch.column_names else np.zeros(len(user), bool))
         a = analyse(system, user, benchmark_index=BenchmarkIndex.empty())
         tags, conf, why = [], [], []
         for i in range(len(user)):
-            low = T.prepare(system[i], user[i])
-            votes = rules.capability_scores(low, set(T.tokens(low)))
+            votes = {c: float(v) for c, v in zip(CAPABILITIES, a.cap_votes[i]) if v > 0}
             tag = "tool_use" if tools[i] else a.capability[i]
             total = sum(votes.values())
             if tools[i]:

@@ -176,7 +176,7 @@ class NeuralExtractionDetector(Detector):
     logistic head trained on the same labelled set as the fast model (output ``extraction_neural_score``).
 
     Config: ``threshold`` (default 0.5; share at or above it in the baseline is learned as
-    ``baseline_rate_``), ``batch_size`` (default 32), ``max_chars`` (default 2000: text cut before
+    ``baseline_rate_``), ``batch_size`` (default 32), ``max_chars`` (default 1000: text cut before
     tokenising). Needs the ``neural`` extra."""
 
     name = "extraction_neural"
@@ -184,7 +184,7 @@ class NeuralExtractionDetector(Detector):
     outputs = ("extraction_neural_score",)
     inputs = ("system_text", "user_text")
 
-    def __init__(self, threshold: float = 0.5, batch_size: int = 32, max_chars: int = 2000):
+    def __init__(self, threshold: float = 0.5, batch_size: int = 32, max_chars: int = 1000):
         if not 0.0 <= threshold <= 1.0:
             raise ValueError(f"threshold must be in [0, 1], got {threshold}")
         if batch_size < 1 or max_chars < 1:

@@ -210,6 +210,13 @@ def simhash(feat: np.ndarray, doc: np.ndarray, n_docs: int, chunk: int = 500_000
     import scipy.sparse as sp
 
     ones = np.zeros((n_docs, 64), dtype=np.float64)
+    if n_docs <= SMALL:  # a few documents: skip the sparse-matrix set-up
+        if len(feat):
+            f = np.ascontiguousarray(feat, dtype=np.uint64)
+            bits = np.unpackbits(f.view(np.uint8).reshape(-1, 8), axis=1, bitorder="little")
+            np.add.at(ones, doc, bits)
+        chunk = len(feat) + 1
+        feat = feat[:0]
     for s in range(0, len(feat), chunk):
         f = np.ascontiguousarray(feat[s:s + chunk], dtype=np.uint64)
         d = doc[s:s + chunk]
@@ -301,6 +308,10 @@ def small_regex(pattern: str):
     :func:`re2_to_regex`; tests check that both paths agree."""
     import regex
 
+    if "\\p{" not in pattern:
+        # no Unicode classes: the ASCII flag gives RE2's ASCII \\w \\d \\b directly and keeps the
+        # engine's literal-prefix optimisations (only \\s differs: it also takes \\v)
+        return regex.compile(pattern, regex.ASCII | regex.VERSION0)
     return regex.compile(re2_to_regex(pattern), regex.VERSION0)
 
 
