@@ -64,16 +64,27 @@ class RuleSet:
     def apply(self, texts: pa.Array | list[str]) -> tuple[np.ndarray, np.ndarray]:
         """(extraction hits, bool (n, n_rules); capability votes, float (n, len(CAPABILITIES)))."""
         n = len(texts)
+        caps = [(CAPABILITIES.index(cap), r) for cap, rules in self.capability.items() for r in rules]
+        every = list(self.extraction) + [r for _, r in caps]
+        if not isinstance(texts, list) and n >= _PARALLEL_MIN:
+            # Arrow's regex kernels release the GIL: run the rules on both cores
+            from concurrent.futures import ThreadPoolExecutor
+
+            with ThreadPoolExecutor(max_workers=_THREADS) as pool:
+                hits = list(pool.map(lambda r: r.hits(texts), every))
+        else:
+            hits = [r.hits(texts) for r in every]
         ext = np.zeros((n, len(self.extraction)), dtype=bool)
-        for j, r in enumerate(self.extraction):
-            ext[:, j] = r.hits(texts)
+        for j in range(len(self.extraction)):
+            ext[:, j] = hits[j]
         votes = np.zeros((n, len(CAPABILITIES)), dtype=np.float64)
-        for cap, rules in self.capability.items():
-            k = CAPABILITIES.index(cap)
-            for r in rules:
-                votes[:, k] += r.weight * r.hits(texts)
+        for (k, r), h in zip(caps, hits[len(self.extraction):]):
+            votes[:, k] += r.weight * h
         return ext, votes
 
+
+_PARALLEL_MIN = 5000
+_THREADS = 2
 
 _RE2_META = set("\\.^$|?*+()[]{}")
 
