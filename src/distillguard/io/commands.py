@@ -19,6 +19,17 @@ def rejected_path(db: Path) -> Path:
     return db.with_name(f"{db.stem}.rejected.jsonl")
 
 
+def missing_inputs(paths: List[Path], mapping: Optional[Path] = None) -> Optional[str]:
+    """A message naming missing input files (or the mapping file), or None when all exist; commands that
+    read logs (ingest, scan) map it to exit code 3."""
+    missing = [str(p) for p in paths if not Path(p).is_file()]
+    if missing:
+        return f"no such file: {', '.join(missing)}"
+    if mapping is not None and not Path(mapping).is_file():
+        return f"no such mapping file: {mapping}"
+    return None
+
+
 def load_signal_fn():
     """``distillguard.signals.compute_signals`` if that part is installed, else ``(None, why)``."""
     try:
@@ -67,12 +78,9 @@ def ingest(
     if retention is not None and retention not in RETENTIONS:
         console.print(f"[red]error:[/] --retention must be one of {', '.join(RETENTIONS)}, got {retention!r}")
         raise typer.Exit(EXIT_USAGE)
-    missing = [str(p) for p in paths if not p.is_file()]
-    if missing:
-        console.print(f"[red]error:[/] no such file: {', '.join(missing)}")
-        raise typer.Exit(EXIT_INPUT)
-    if mapping is not None and not mapping.is_file():
-        console.print(f"[red]error:[/] no such mapping file: {mapping}")
+    problem = missing_inputs(paths, mapping)
+    if problem:
+        console.print(f"[red]error:[/] {problem}")
         raise typer.Exit(EXIT_INPUT)
 
     signal_fn = None
