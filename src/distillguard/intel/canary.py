@@ -103,9 +103,19 @@ for _s, _vs in enumerate(SLOTS):
         _VARIANT_SLOT[_v] = (_s, _i)
 
 
+#: contractions and their expansions only swap mid-sentence ("I know what it is." cannot become "what it's.")
+_MID_SENTENCE = {v for vs in SLOTS for v in vs if "'" in v} | {
+    v for vs in SLOTS if any("'" in x for x in vs) for v in vs}
+#: idioms where a swap would read wrongly
+_NOT_BEFORE = {"we get": r"(?!\s+(?:rid|to|used|away|back|along|over|into)\b)", "plug in": r"(?!\s*[.,;!?])"}
+
+
 def _phrase_pattern(p: str) -> str:
     parts = [re.escape(w).replace("'", "['\u2019]") for w in p.split(" ")]
-    return r"\s+".join(parts)
+    pat = r"\s+".join(parts)
+    if p in _MID_SENTENCE:
+        pat += r"(?=\s+[\w$\\(])"
+    return pat + _NOT_BEFORE.get(p, "")
 
 
 # longest phrases first, so "that is to say" wins over "that is" at the same position

@@ -37,6 +37,8 @@ SIG_MAX_HAMMING = 3
 #: how much one kind of matched indicator weighs in an account's peer score
 KIND_WEIGHT = {"payment": 1.0, "template": 0.7, "system_prompt": 0.7, "template_sig": 0.5, "ip": 0.5,
                "cidr": 0.25, "user_agent": 0.15, "asn": 0.05}
+#: kinds that describe the same thing count once (the heaviest)
+_FAMILY = {"cidr": "ip", "template_sig": "template"}
 #: kinds specific enough to tie two of our accounts together when both match one peer campaign
 STRONG_KINDS = ("payment", "template", "system_prompt", "ip")
 
@@ -143,6 +145,9 @@ class PeerIntel:
     campaigns: dict[str, PeerCampaign] = field(default_factory=dict)
     exact: dict[tuple[str, str], set[str]] = field(default_factory=dict)  # (kind, value) -> campaign ids
     cidrs: list[tuple[Any, str]] = field(default_factory=list)
+    #: (ip version, prefix length) -> {network address as int: [(network, campaign id)]}
+    _nets: dict[tuple[int, int], dict[int, list]] = field(default_factory=dict, repr=False)
+    _sig_vals: Any = field(default=None, repr=False)  # uint64 array of the masked SimHashes
     sigs: list[tuple[int, str]] = field(default_factory=list)  # masked SimHash -> campaign id
     ignored_indicators: int = 0
     bundles: int = 0
@@ -236,7 +241,10 @@ class PeerIntel:
             val = _unescape(m.group(1)) if kind in ("ip", "cidr", "user_agent") else m.group(1)
             if kind == "cidr":
                 try:
-                    self.cidrs.append((ipaddress.ip_network(val, strict=False), camp))
+                    net = ipaddress.ip_network(val, strict=False)
+                    self.cidrs.append((net, camp))
+                    self._nets.setdefault((net.version, net.prefixlen), {}).setdefault(
+                        int(net.network_address), []).append((net, camp))
                 except ValueError:
                     self.ignored_indicators += 1
                     return 0
@@ -291,34 +299,67 @@ class PeerIntel:
         except ValueError:
             return []
         out = [self._m(c, "ip", str(a)) for c in self.exact.get(("ip", str(a)), ())]
-        out += [self._m(c, "cidr", str(n)) for n, c in self.cidrs if n.version == a.version and a in n]
+        bits = 32 if a.version == 4 else 128
+        ai = int(a)
+        for (ver, plen), nets in self._nets.items():
+            if ver == a.version:
+                for n, c in nets.get(ai >> (bits - plen) << (bits - plen), ()):
+                    out.append(self._m(c, "cidr", str(n)))
         return out
 
     def _match_sigs(self, sigs: np.ndarray) -> list[list[PeerMatch]]:
+        """Peer SimHashes within :data:`SIG_MAX_HAMMING` bits of each of ``sigs`` (ours, unmasked)."""
+        if self._sig_vals is None or len(self._sig_vals) != len(self.sigs):
+            self._sig_vals = np.array([s for s, _ in self.sigs], dtype=np.int64).view(np.uint64)
+        theirs = self._sig_vals
         mask = np.int64(self.key.sig_pad) if self.key is not None else np.int64(0)
-        theirs = np.array([s for s, _ in self.sigs], dtype=np.int64).view(np.uint64)
-        ours = (sigs ^ mask).view(np.uint64)
-        out: list[list[PeerMatch]] = []
-        for v in ours:
-            x = np.bitwise_xor(theirs, v)
-            dist = np.array([int(z).bit_count() for z in x]) if x.size < 64 else _popcount(x)
-            out.append([self._m(self.sigs[j][1], "template_sig", f"simhash~{int(dist[j])}")
-                        for j in np.nonzero(dist <= SIG_MAX_HAMMING)[0]])
+        ours = (np.asarray(sigs, dtype=np.int64) ^ mask).view(np.uint64)
+        out: list[list[PeerMatch]] = [[] for _ in range(len(ours))]
+        step = max(1, 2_000_000 // max(1, len(theirs)))
+        for i0 in range(0, len(ours), step):
+            x = ours[i0:i0 + step, None] ^ theirs[None, :]
+            dist = _POP8[x.view(np.uint8)].reshape(x.shape + (8,)).sum(axis=-1)
+            for i, j in zip(*np.nonzero(dist <= SIG_MAX_HAMMING)):
+                out[i0 + i].append(self._m(self.sigs[j][1], "template_sig", f"simhash~{int(dist[i, j])}"))
         return out
+
+    def _ip_candidates(self, uniq: pa.Array) -> pa.Array:
+        """The distinct addresses worth a closer look: IPv4 strings are tested in bulk (as 32-bit integers
+        against the exact addresses and every range's prefix); anything else goes through one by one."""
+        import pyarrow.compute as pc
+
+        if len(uniq) == 0:
+            return uniq
+        uniq = uniq.cast(pa.string())
+        v4 = pc.match_substring_regex(uniq, r"^\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}$").to_numpy(zero_copy_only=False)
+        quads = pc.list_flatten(pc.split_pattern(uniq.filter(pa.array(v4)), ".")).cast(pa.int64()).to_numpy()
+        q = quads.reshape(-1, 4)
+        ok = (q <= 255).all(axis=1)
+        ints = (q[:, 0] << 24) | (q[:, 1] << 16) | (q[:, 2] << 8) | q[:, 3]
+        keys = [int(ipaddress.IPv4Address(v)) for k, v in self.exact if k == "ip" and "." in v]
+        hit = np.isin(ints, np.array(keys, dtype=np.int64)) if keys else np.zeros(len(ints), bool)
+        for (ver, plen), nets in self._nets.items():
+            if ver == 4:
+                hit |= np.isin(ints >> (32 - plen) << (32 - plen), np.array(list(nets), dtype=np.int64))
+        keep = ~v4
+        keep[np.flatnonzero(v4)[hit & ok]] = True
+        return uniq.filter(pa.array(keep))
 
     def match_events(self, events: pa.Table, signals: pa.Table | None = None) -> pa.Table:
         """Per-account matches (:data:`MATCH_SCHEMA`: account_id, peer, campaign, campaign_name,
         indicator_kind, indicator, count) of an events table (and its signals, for template matches)."""
         rows: dict[tuple, int] = {}
 
-        def scan_col(table: pa.Table, col: str, fn) -> None:
+        def scan_col(table: pa.Table, col: str, fn, prefilter=None) -> None:
             if table is None or col not in table.column_names or table.num_rows == 0:
                 return
             import pyarrow.compute as pc
 
             vals = table.column(col)
-            uniq = pc.unique(vals.drop_null() if hasattr(vals, "drop_null") else pc.drop_null(vals)).to_pylist()
-            hits = {u: fn(u) for u in uniq}
+            uniq = pc.unique(pc.drop_null(vals))
+            if prefilter is not None:
+                uniq = prefilter(uniq)
+            hits = {u: fn(u) for u in uniq.to_pylist()}
             hits = {u: m for u, m in hits.items() if m}
             if not hits:
                 return
@@ -329,7 +370,7 @@ class PeerIntel:
                     k = (acct, m)
                     rows[k] = rows.get(k, 0) + 1
 
-        scan_col(events, "ip", self._match_ip)
+        scan_col(events, "ip", self._match_ip, self._ip_candidates)
         scan_col(events, "user_agent", lambda u: self.match_request(user_agent=u))
         scan_col(events, "asn", lambda a: self.match_request(asn=a))
         scan_col(events, "payment_fingerprint", lambda p: self.match_request(payment_fingerprint=p))
@@ -360,10 +401,11 @@ class PeerIntel:
     # ----------------------------------------------------------------------------------- scoring
     @staticmethod
     def score_matches(matches: Iterable[PeerMatch]) -> float:
-        """``1 - exp(-sum of the weights of the distinct kinds matched)``."""
+        """``1 - exp(-sum of the weights of the distinct kinds matched)``; an address and its range count once."""
         kinds: dict[str, float] = {}
         for m in matches:
-            kinds[m.indicator_kind] = max(kinds.get(m.indicator_kind, 0.0), m.weight)
+            k = _FAMILY.get(m.indicator_kind, m.indicator_kind)
+            kinds[k] = max(kinds.get(k, 0.0), m.weight)
         return 1.0 - math.exp(-sum(kinds.values()))
 
     def account_scores(self, matches: pa.Table) -> dict[str, tuple[float, str]]:
@@ -438,17 +480,12 @@ def _num(v: Any, typ) -> Any:
         return typ(0)
 
 
-def _popcount(x: np.ndarray) -> np.ndarray:
-    x = x.astype(np.uint64)
-    c = np.zeros(x.shape, dtype=np.int64)
-    for shift in range(0, 64, 8):
-        c += np.array([bin(b).count("1") for b in range(256)], dtype=np.int64)[((x >> np.uint64(shift)) & np.uint64(255)).astype(np.int64)]
-    return c
+_POP8 = np.array([bin(b).count("1") for b in range(256)], dtype=np.uint8)
 
 
 # ----------------------------------------------------------------------------------------- scan hook
 def apply_to_scan(peer: PeerIntel, events: pa.Table, signals: pa.Table | None, accounts: Sequence[str],
-                  raw: np.ndarray, evidence: list[list[dict]], *, weight: float = 2.0
+                  raw: np.ndarray, evidence: list[list[dict]], *, weight: float = 1.5
                   ) -> tuple[np.ndarray, pa.Table, pa.Table]:
     """Fold peer intel into a scan: adds ``weight * peer_score`` to each matched account's raw score with an
     evidence item naming the peer, and returns ``(raw, matches, peer_intel edges)``; the edges tie our
