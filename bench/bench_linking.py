@@ -38,7 +38,25 @@ def _rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def prepare(workdir: Path, scenario: str, seed: int, scale: float, corpora: str | None) -> dict:
+def _fast_signals(tb: pa.Table) -> pa.Table:
+    """Stand-in for compute_signals at scale (timing runs only): template = hash of the prompt with digit
+    runs masked (no SimHash paraphrase robustness), system prompt = hash of the system text, no benchmark
+    match, extraction_score 0."""
+    import duckdb
+
+    con = duckdb.connect()
+    con.register("b", tb.select(["event_id", "account_id", "timestamp", "user_text", "system_text"]))
+    masked = "regexp_replace(user_text, '[0-9]+', '#', 'g')"
+    return con.sql(
+        f"select event_id, account_id, timestamp, 't' || cast(hash({masked}) as varchar) as template_id, "
+        f"cast(hash({masked}) % 9223372036854775807 as bigint) as template_sig, "
+        "case when system_text is null then null else cast(hash(system_text) as varchar) end as system_prompt_id, "
+        "cast(null as varchar) as benchmark, cast(null as varchar) as benchmark_item, "
+        "0.0::double as extraction_score from b").to_arrow_table()
+
+
+def prepare(workdir: Path, scenario: str, seed: int, scale: float, corpora: str | None,
+            fast: bool = False) -> dict:
     from distillguard.io import read_events
     from distillguard.signals import compute_signals
     from distillguard.sim import simulate
@@ -57,7 +75,7 @@ def prepare(workdir: Path, scenario: str, seed: int, scale: float, corpora: str 
     n = 0
     for batch in read_events(str(workdir / "events.jsonl")):
         tb = pa.Table.from_batches([batch])
-        sg = compute_signals(tb)
+        sg = _fast_signals(tb) if fast else compute_signals(tb)
         ev_part = tb.select(EVENT_COLS)
         sg_part = sg.select(SIGNAL_COLS)
         if ev_w is None:
@@ -84,13 +102,16 @@ def main(argv=None) -> int:
                     "../shared/data/corpora; 'none' uses the built-in prompt generator")
     ap.add_argument("--flag", type=float, default=0.5, help="campaign score counted as flagged")
     ap.add_argument("--out", default=None, help="write the summary JSON here too")
+    ap.add_argument("--fast-signals", action="store_true", help="hash-based stand-in for compute_signals "
+                    "(for timing linking at scale; no paraphrase clusters, benchmarks or extraction scores)")
     args = ap.parse_args(argv)
     from distillguard.corpora import find_corpora_dir
 
     corpora = None if args.corpora == "none" else find_corpora_dir(None if args.corpora == "auto" else args.corpora)
-    tag = "c" if corpora else "g"
+    tag = ("c" if corpora else "g") + ("f" if args.fast_signals else "")
     workdir = Path(args.workdir or f"/tmp/dg_link_{args.scenario}_s{args.seed}_x{args.scale:g}_{tag}")
-    prep = prepare(workdir, args.scenario, args.seed, args.scale, str(corpora) if corpora else None)
+    prep = prepare(workdir, args.scenario, args.seed, args.scale, str(corpora) if corpora else None,
+                   fast=args.fast_signals)
     prep["corpora"] = str(corpora) if corpora else None
 
     import ibis

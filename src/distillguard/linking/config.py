@@ -56,7 +56,7 @@ def _default_kinds() -> dict[str, KindConfig]:
         "payment": KindConfig(base=0.9, saturation=0.35, hub_soft=50, hub_max=5000),
         "ip": KindConfig(base=0.6, saturation=3.0, hub_soft=8, hub_max=200, bucket_s=3600, value_cap=0.35),
         "ip24": KindConfig(base=0.25, saturation=2.0, hub_soft=8, hub_max=300, bucket_s=3600),
-        "asn": KindConfig(base=0.15, saturation=2.0, hub_soft=8, hub_max=100, bucket_s=600),
+        "asn": KindConfig(base=0.15, saturation=3.0, hub_soft=8, hub_max=100, bucket_s=600),
         "user_agent": KindConfig(base=0.3, saturation=1.0, hub_soft=5, hub_max=300),
         # for creation bursts the group size is the signal: no soft down-weighting below hub_max
         "created_burst": KindConfig(base=0.35, saturation=0.5, hub_soft=5000, hub_max=5000, bucket_s=600),
