@@ -24,6 +24,8 @@ __all__ = [
     "SIGNAL_INPUTS",
     "compute_signals",
     "score_request",
+    "score_requests",
+    "analyse",
     "BenchmarkIndex",
     "default_benchmark_index",
 ]
@@ -144,31 +146,48 @@ def _has_tools(events: pa.Table, n: int) -> np.ndarray:
     return np.zeros(n, bool)
 
 
-def score_request(system_text: str | None, user_text: str, tools: list | None = None, *,
-                  benchmark_index: BenchmarkIndex | None = None) -> dict:
-    """Signals of one request (same code path as :func:`compute_signals`), as a dict with the
-    :data:`SIGNAL_SCHEMA` signal columns."""
-    if benchmark_index is None:
-        benchmark_index = default_benchmark_index()
-    a: Analysis = analyse([system_text], [user_text or ""], benchmark_index=benchmark_index)
+def _tools_given(tools) -> bool:
     if isinstance(tools, str):
         try:
             tools = json.loads(tools)
         except ValueError:
-            tools = None
-    cap = "tool_use" if tools else a.capability[0]
+            return False
+    return bool(tools)
+
+
+def _row(a: Analysis, i: int, tools) -> dict:
     return {
-        "extraction_score": float(a.extraction_score[0]),
-        "extraction_reason": a.extraction_reason[0],
-        "capability": cap,
-        "benchmark": a.benchmark[0],
-        "benchmark_item": a.benchmark_item[0],
-        "benchmark_score": float(a.benchmark_score[0]),
-        "template_id": a.template_id[0],
-        "template_sig": int(a.template_sig[0]),
-        "system_prompt_id": a.system_prompt_id[0],
-        "text_len": int(a.text_len[0]),
+        "extraction_score": float(a.extraction_score[i]),
+        "extraction_reason": a.extraction_reason[i],
+        "capability": "tool_use" if _tools_given(tools) else a.capability[i],
+        "benchmark": a.benchmark[i],
+        "benchmark_item": a.benchmark_item[i],
+        "benchmark_score": float(a.benchmark_score[i]),
+        "template_id": a.template_id[i],
+        "template_sig": int(a.template_sig[i]),
+        "system_prompt_id": a.system_prompt_id[i],
+        "text_len": int(a.text_len[i]),
     }
+
+
+def score_request(system_text: str | None, user_text: str, tools: list | None = None, *,
+                  benchmark_index: BenchmarkIndex | None = None) -> dict:
+    """Signals of one request (same results as :func:`compute_signals`), as a dict with the
+    :data:`SIGNAL_SCHEMA` signal columns."""
+    if benchmark_index is None:
+        benchmark_index = default_benchmark_index()
+    a: Analysis = analyse([system_text], [user_text or ""], benchmark_index=benchmark_index)
+    return _row(a, 0, tools)
+
+
+def score_requests(items, *, benchmark_index: BenchmarkIndex | None = None) -> list[dict]:
+    """:func:`score_request` for several ``(system_text, user_text, tools)`` at once (one pass; for the
+    gateway's micro-batches). Same results as calling :func:`score_request` on each."""
+    items = list(items)
+    if benchmark_index is None:
+        benchmark_index = default_benchmark_index()
+    a = analyse([s or None for s, _, _ in items], [u or "" for _, u, _ in items], benchmark_index=benchmark_index)
+    return [_row(a, i, tools) for i, (_, _, tools) in enumerate(items)]
 
 
 from . import detectors as _detectors  # noqa: E402,F401  (built-in detectors register on import)
