@@ -10,6 +10,7 @@ import pytest
 
 from distillguard.api import available_detectors
 from distillguard.detect import TELLS, AccountScorer, DetectConfig, default_tells
+from distillguard.detect.detectors import EXTRACTION_PRIOR
 
 
 def feats(n_benign=400, n_attack=0, seed=0, **attack_overrides):
@@ -142,4 +143,5 @@ def test_one_curious_request_among_a_few_is_not_a_harvesting_share():
                   "extraction_share": [1 / 7, 1.0], "extraction_mean": [0.2, 0.6]})
     _, s, ev = scorer.score(f)
     assert s[0] < scorer.threshold_ <= s[1]
-    assert ev[0][0]["value"] == pytest.approx((1 / 7) * 7 / 10, abs=1e-3)  # shrunk share is the evidence value
+    # the shrunk share n_ext / (n + prior) is the evidence value
+    assert ev[0][0]["value"] == pytest.approx(1 / (7 + EXTRACTION_PRIOR), abs=1e-3)

@@ -20,6 +20,8 @@ from distillguard.api import Detector, register
 __all__ = ["AccountTell", "TELLS", "derived_values", "default_tells"]
 
 _REASONING_CAPS = {"math", "code", "reasoning", "tool_use", "grading"}
+#: pseudo-requests without extraction added to every account's extraction share (n_ext / (n + prior))
+EXTRACTION_PRIOR = 8.0
 
 
 def _col(features: pa.Table, name: str, fill: float = 0.0) -> np.ndarray:
@@ -33,7 +35,7 @@ def _col(features: pa.Table, name: str, fill: float = 0.0) -> np.ndarray:
 def derived_values(features: pa.Table) -> dict[str, np.ndarray]:
     """The per-account values the tells read, computed from the feature table (numpy, vectorised)."""
     n = _col(features, "n_requests")
-    shrink = n / (n + 3.0) if "n_requests" in features.column_names else 1.0
+    shrink = n / (n + EXTRACTION_PRIOR) if "n_requests" in features.column_names else 1.0
     volume_ok = np.clip((n - 5.0) / 15.0, 0.0, 1.0)  # need ~20 requests before shape tells speak
     top_cap = _col(features, "top_capability_share")
     reasoning_share = _col(features, "reasoning_capability_share")
@@ -42,8 +44,8 @@ def derived_values(features: pa.Table) -> dict[str, np.ndarray]:
     pivot_lag = _col(features, "pivot_lag_hours", fill=np.inf)
     age = _col(features, "account_age_days", fill=np.inf)
     return {
-        # shrunk towards 0 for small accounts (3 pseudo-requests without extraction): one curious request
-        # among a handful is not a harvesting share, while a harvester's first requests still count
+        # shrunk towards 0 for small accounts (EXTRACTION_PRIOR pseudo-requests without extraction): one or
+        # two curious requests among a handful are not a harvesting share; a harvester's first few still count
         "extraction_share": _col(features, "extraction_share") * shrink,
         "extraction_mean": volume_ok * _col(features, "extraction_mean"),
         # many distinct items, one reasoning-heavy capability, no single dominant template
