@@ -132,3 +132,18 @@ def test_cli_bench_on_folder(folders, tmp_path):
     assert (tmp_path / "o" / "bench.json").is_file()
     bad = CliRunner().invoke(app, ["--traffic", str(tmp_path / "missing"), "--no-docs", "--out", str(tmp_path / "p")])
     assert bad.exit_code == 3 and "not found" in bad.output
+
+
+def test_replay_memo_matches_full_scoring(folders):
+    from distillguard.bench.runner import available_methods
+
+    test, base = load_traffic(folders[0]), load_traffic(folders[1])
+    wanted = {a for a, c in test.campaign_of.items() if c == "C0001"} | {"u1-0", "eval1-0"}
+    for m in available_methods(target_fpr=0.01, detector=False):
+        m.fit(base)
+        m.prepare(test)
+        for k in (50, 400, 800, test.events.num_rows, 400):  # the repeated cut comes from the memo
+            full = m.run(test, k)
+            part = m.run(test, k, accounts=wanted)
+            ref = {a: f for a, f in zip(full.accounts, full.flagged) if a in wanted}
+            assert dict(zip(part.accounts, part.flagged)) == ref, (m.name, k)

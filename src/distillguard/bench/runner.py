@@ -101,18 +101,32 @@ class BaselineMethod(Method):
         self._ts = _ts(test.events)
         self._emb = self._embed(("test", id(test)), self.model.embedder_, test.events) \
             if self.model.uses_embedding else None
+        self._names, self._codes = np.unique(self._ids.astype(str), return_inverse=True)
+        self._memo: dict = {}  # (account, rows seen) -> (score, flagged)
 
     def run(self, test: Traffic, k: int, accounts: set | None = None) -> AccountResult:
         ids, ts = self._ids[:k], self._ts[:k]
         emb = None if self._emb is None else self._emb[:k]
-        if accounts is not None:  # baseline scores are per account: score only the ones asked about
-            keep = np.fromiter((a in accounts for a in ids), dtype=bool, count=len(ids))
-            ids, ts = ids[keep], ts[keep]
-            emb = None if emb is None else emb[keep]
-        out = self.model.score_arrays(ids, ts, emb)
-        return AccountResult(out.column("account_id").to_pylist(),
-                             np.asarray(out.column("score").to_pylist(), dtype=float),
-                             np.asarray(out.column("flagged").to_pylist(), dtype=bool))
+        if accounts is None:
+            out = self.model.score_arrays(ids, ts, emb)
+            return AccountResult(out.column("account_id").to_pylist(),
+                                 np.asarray(out.column("score").to_pylist(), dtype=float),
+                                 np.asarray(out.column("flagged").to_pylist(), dtype=bool))
+        # replay: baseline scores are per account and depend only on that account's rows so far, so score
+        # only the accounts asked about, and only those with new rows since they were last scored
+        codes = self._codes[:k]
+        wanted = np.flatnonzero(np.isin(self._names, list(accounts)))
+        counts = np.bincount(codes, minlength=len(self._names))
+        todo = [c for c in wanted if counts[c] and (self._names[c], int(counts[c])) not in self._memo]
+        if todo:
+            keep = np.isin(codes, todo)
+            out = self.model.score_arrays(ids[keep], ts[keep], None if emb is None else emb[keep])
+            for a, sc, f in zip(out.column("account_id").to_pylist(), out.column("score").to_pylist(),
+                                out.column("flagged").to_pylist()):
+                self._memo[(a, int(counts[np.searchsorted(self._names, a)]))] = (sc, f)
+        got = [(str(self._names[c]), self._memo[(self._names[c], int(counts[c]))]) for c in wanted if counts[c]]
+        return AccountResult([a for a, _ in got], np.array([v[0] for _, v in got], dtype=float),
+                             np.array([v[1] for _, v in got], dtype=bool))
 
 
 class DetectorMethod(Method):
