@@ -101,8 +101,23 @@ def test_round_trip_import_and_match(bundle):
     got = {(r["account_id"], r["indicator_kind"]) for r in m.to_pylist()}
     assert got == {("b1", "cidr"), ("b2", "asn"), ("b3", "payment")}
     scores = peer.account_scores(m)
-    assert scores["b3"][0] > scores["b1"][0] > scores["b2"][0] > 0
+    # a card counts; an address range or an AS alone is context and never raises an account
+    assert scores["b3"][0] > 0.6 and scores["b1"][0] == 0.0 and scores["b2"][0] == 0.0
     assert "Provider A" in scores["b3"][1] and "C0001" in scores["b3"][1]
+
+
+def test_values_many_local_accounts_share_weigh_less(bundle):
+    peer = PeerIntel.load(bundle, KEY)
+    # one account on the reported address, vs. 80 accounts behind it (a campus NAT): the same match weighs less
+    alone = pa.table({"account_id": ["a0", "z"], "ip": ["203.0.113.5", "8.8.8.8"]})
+    nat = pa.table({"account_id": [f"s{i}" for i in range(80)], "ip": ["203.0.113.5"] * 80})
+    s_alone = peer.account_scores(peer.match_events(alone))["a0"][0]
+    s_nat = peer.account_scores(peer.match_events(nat))
+    assert s_alone > 0.35 and all(0 < v[0] < s_alone / 4 for v in s_nat.values())
+    assert "80 local accounts" in s_nat["s0"][1]
+    # beyond the hub limit a value counts for nothing
+    hub = pa.table({"account_id": [f"h{i}" for i in range(250)], "ip": ["203.0.113.5"] * 250})
+    assert all(v[0] == 0.0 for v in peer.account_scores(peer.match_events(hub)).values())
 
 
 def test_another_sharing_key_matches_nothing_and_fails_verification(bundle):

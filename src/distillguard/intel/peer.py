@@ -37,10 +37,19 @@ SIG_MAX_HAMMING = 3
 #: how much one kind of matched indicator weighs in an account's peer score
 KIND_WEIGHT = {"payment": 1.0, "template": 0.7, "system_prompt": 0.7, "template_sig": 0.5, "ip": 0.5,
                "cidr": 0.25, "user_agent": 0.15, "asn": 0.05}
+#: where and how traffic arrives, not who sends it: these add to a specific match but never count alone
+CONTEXT_KINDS = ("cidr", "user_agent", "asn")
+#: local inverse-frequency damping: a matched value shared by n local accounts weighs min(1, HUB_SOFT / n),
+#: and nothing beyond HUB_MAX accounts
+HUB_SOFT = {"payment": 50, "system_prompt": 30, "template": 10, "template_sig": 10, "ip": 8, "cidr": 8,
+            "user_agent": 5, "asn": 5}
+HUB_MAX = {"payment": 5000, "system_prompt": 1000, "template": 300, "template_sig": 300, "ip": 200, "cidr": 300,
+           "user_agent": 300, "asn": 100}
 #: kinds that describe the same thing count once (the heaviest)
 _FAMILY = {"cidr": "ip", "template_sig": "template"}
-#: kinds specific enough to tie two of our accounts together when both match one peer campaign
-STRONG_KINDS = ("payment", "template", "system_prompt", "ip")
+#: kinds specific enough to tie two of our accounts together when both match one peer campaign (an address
+#: is not: a campus NAT must not pull its users into a campaign)
+STRONG_KINDS = ("payment", "template", "system_prompt")
 
 MATCH_SCHEMA = pa.schema([
     pa.field("account_id", pa.string()), pa.field("peer", pa.string()), pa.field("campaign", pa.string()),
@@ -400,16 +409,44 @@ class PeerIntel:
 
     # ----------------------------------------------------------------------------------- scoring
     @staticmethod
-    def score_matches(matches: Iterable[PeerMatch]) -> float:
-        """``1 - exp(-sum of the weights of the distinct kinds matched)``; an address and its range count once."""
+    def score_matches(matches: Iterable[PeerMatch], damp: dict[tuple[str, str], float] | None = None) -> float:
+        """``1 - exp(-sum over the distinct kinds matched of weight x damping)``. An address and its range (a
+        template and its SimHash) count once, the heavier. Context kinds (range, user agent, AS) only add to a
+        specific match (payment, template, system prompt, address): alone they never raise an account.
+        ``damp[(kind, indicator)]`` (default 1) down-weights values that many local accounts share."""
         kinds: dict[str, float] = {}
+        specific = False
         for m in matches:
             k = _FAMILY.get(m.indicator_kind, m.indicator_kind)
-            kinds[k] = max(kinds.get(k, 0.0), m.weight)
+            w = m.weight * (damp.get((m.indicator_kind, m.indicator), 1.0) if damp else 1.0)
+            kinds[k] = max(kinds.get(k, 0.0), w)
+            specific |= m.indicator_kind not in CONTEXT_KINDS and w > 0
+        if not specific:
+            return 0.0
         return 1.0 - math.exp(-sum(kinds.values()))
 
-    def account_scores(self, matches: pa.Table) -> dict[str, tuple[float, str]]:
-        """account -> (peer score, evidence detail naming the peers and what matched)."""
+    @staticmethod
+    def local_counts(matches: pa.Table) -> dict[tuple[str, str], int]:
+        """(kind, indicator) -> number of distinct local accounts matching it."""
+        accts: dict[tuple[str, str], set] = {}
+        for a, k, v in zip(matches.column("account_id").to_pylist(), matches.column("indicator_kind").to_pylist(),
+                           matches.column("indicator").to_pylist()):
+            accts.setdefault((k, v), set()).add(a)
+        return {kv: len(s) for kv, s in accts.items()}
+
+    @staticmethod
+    def local_damping(counts: dict[tuple[str, str], int]) -> dict[tuple[str, str], float]:
+        """Inverse-frequency damping per matched value: ``min(1, HUB_SOFT[kind] / n)`` for a value ``n``
+        local accounts share, 0 beyond ``HUB_MAX``. A peer's campus NAT address, a popular SDK user agent or a
+        generic template then weighs little here, whatever the peer thought of it."""
+        return {(k, v): 0.0 if n > HUB_MAX.get(k, 300) else min(1.0, HUB_SOFT.get(k, 10) / n)
+                for (k, v), n in counts.items()}
+
+    def account_scores(self, matches: pa.Table, *, damp: bool = True) -> dict[str, tuple[float, str]]:
+        """account -> (peer score, evidence detail naming the peers and what matched); with ``damp``, values
+        shared by many local accounts weigh less (:meth:`local_damping`)."""
+        counts = self.local_counts(matches)
+        dmp = self.local_damping(counts) if damp else None
         per: dict[str, list[dict]] = {}
         for r in matches.to_pylist():
             per.setdefault(r["account_id"], []).append(r)
@@ -419,11 +456,13 @@ class PeerIntel:
                   for r in rs]
             by_camp: dict[tuple[str, str], list[str]] = {}
             for r in rs:
+                n = counts[(r["indicator_kind"], r["indicator"])]
+                shared = f", {n} local accounts" if n > 1 else ""
                 by_camp.setdefault((r["peer"], r["campaign"]), []).append(
-                    f"{r['indicator_kind'].replace('_', ' ')} {r['indicator']} ({r['count']} requests)")
+                    f"{r['indicator_kind'].replace('_', ' ')} {r['indicator']} ({r['count']} requests{shared})")
             detail = "; ".join(f"peer {p!r} reported campaign {c}: " + ", ".join(v[:4]) + (
                 f" and {len(v) - 4} more" if len(v) > 4 else "") for (p, c), v in sorted(by_camp.items()))
-            out[acct] = (self.score_matches(ms), detail)
+            out[acct] = (self.score_matches(ms, dmp), detail)
         return out
 
     # ----------------------------------------------------------------------------------- gateway
@@ -506,8 +545,10 @@ def apply_to_scan(peer: PeerIntel, events: pa.Table, signals: pa.Table | None, a
                             "contribution": round(weight * s, 4), "detail": detail})
         evidence[i].sort(key=lambda e: -(e.get("contribution") or 0.0))
     groups: dict[tuple[str, str], dict[str, int]] = {}
+    damp = peer.local_damping(peer.local_counts(matches))
     for r in matches.to_pylist():
-        if r["indicator_kind"] in STRONG_KINDS:
+        # only specific values that few local accounts share tie accounts together
+        if r["indicator_kind"] in STRONG_KINDS and damp[(r["indicator_kind"], r["indicator"])] >= 0.5:
             g = groups.setdefault((r["peer"], r["campaign"]), {})
             g[r["account_id"]] = g.get(r["account_id"], 0) + r["count"]
     src, dst, det, cnt = [], [], [], []

@@ -171,6 +171,7 @@ def export_bundle(campaigns_doc: dict, *, producer: str, sharing_key: SharingKey
                   source: str = "campaigns.json") -> dict:
     """A STIX 2.1 bundle (as a JSON-ready dict) for the campaigns of a findings ``campaigns.json``."""
     import stix2
+    import stix2.exceptions
 
     key = sharing_key if isinstance(sharing_key, SharingKey) else SharingKey(sharing_key)
     if not producer or not producer.strip():
@@ -208,8 +209,13 @@ def export_bundle(campaigns_doc: dict, *, producer: str, sharing_key: SharingKey
             raise IntelError(f"{source}: campaigns[{i}]: campaign_id: missing")
         if only_flagged and not c.get("flagged"):
             continue
-        objs.extend(_campaign_objects(c, key, producer, ident_id, common, generated, patterns, used_patterns,
-                                      include_prompts, source, i))
+        try:
+            objs.extend(_campaign_objects(c, key, producer, ident_id, common, generated, patterns, used_patterns,
+                                          include_prompts, source, i))
+        except (ValueError, TypeError, stix2.exceptions.STIXError) as exc:
+            if isinstance(exc, IntelError):
+                raise
+            raise IntelError(f"{source}: campaigns[{i}] ({c.get('campaign_id')}): {exc}") from None
     objs.extend(patterns[t] for t in ATLAS_TECHNIQUES if t in used_patterns)
     out = []
     for o in objs:
