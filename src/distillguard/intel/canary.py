@@ -93,6 +93,25 @@ SLOTS: tuple[tuple[str, ...], ...] = (
     ("aren't", "are not"),
     ("can't", "cannot"),
     ("won't", "will not"),
+    ("in order to", "so as to"),
+    ("in fact", "as a matter of fact"),
+    ("to be precise", "to be exact"),
+    ("on the other hand", "by contrast"),
+    ("as expected", "as anticipated"),
+    ("at first glance", "at first sight"),
+    ("i'll", "i will"),
+    ("i'm", "i am"),
+    ("you're", "you are"),
+    ("they're", "they are"),
+    ("here's", "here is"),
+    ("didn't", "did not"),
+    ("wasn't", "was not"),
+    ("weren't", "were not"),
+    ("hasn't", "has not"),
+    ("haven't", "have not"),
+    ("wouldn't", "would not"),
+    ("shouldn't", "should not"),
+    ("couldn't", "could not"),
 )
 
 _VARIANT_SLOT: dict[str, tuple[int, int]] = {}
@@ -108,6 +127,8 @@ _MID_SENTENCE = {v for vs in SLOTS for v in vs if "'" in v} | {
     v for vs in SLOTS if any("'" in x for x in vs) for v in vs}
 #: idioms where a swap would read wrongly
 _NOT_BEFORE = {"we get": r"(?!\s+(?:rid|to|used|away|back|along|over|into)\b)", "plug in": r"(?!\s*[.,;!?])"}
+# "it's been" is "it has been": the 's contractions never swap before a participle that needs "has"
+_NOT_BEFORE.update({p: r"(?!\s+(?:been|got|gotten|had)\b)" for p in ("it's", "that's", "there's", "here's")})
 
 
 def _phrase_pattern(p: str) -> str:
