@@ -175,9 +175,9 @@ class DistillGuardGuardrail(_Base):  # type: ignore[misc,valid-type]
 
 class _ZW:
     def __init__(self) -> None:
-        from distillguard.gateway.canary import ZeroWidthCanary
+        from distillguard.gateway.app import default_canary  # phrasing canary when DISTILLGUARD_CANARY_SECRET is set
 
-        self._c = ZeroWidthCanary()
+        self._c = default_canary()
 
     def insert(self, account_id: str, text: str, now: float) -> str:
         return self._c.insert(account_id, text, now)
