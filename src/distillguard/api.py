@@ -92,7 +92,8 @@ def _load_entry_points() -> None:
 
 
 #: modules whose import registers the built-in detectors
-BUILTIN_MODULES = ("distillguard.signals", "distillguard.signals.neural", "distillguard.detect.detectors")
+BUILTIN_MODULES = ("distillguard.signals", "distillguard.signals.neural", "distillguard.detect.detectors",
+                   "distillguard.bench.baselines")
 
 
 def _load_builtins() -> None:
