@@ -184,3 +184,21 @@ def test_score_requests_matches_score_request():
     assert len(many) == len(items)
     for (s, u, tools), row in zip(items, many):
         assert row == score_request(s, u, tools, benchmark_index=EMPTY)
+
+
+class _NoArrow:
+    def __getattr__(self, name):
+        raise AssertionError(f"Arrow compute kernel pyarrow.compute.{name} called on the single-request path")
+
+
+def test_single_request_path_runs_no_arrow_kernels(monkeypatch):
+    """The gateway path uses precompiled Python patterns and numpy only (Arrow recompiles RE2 per call)."""
+    from distillguard.signals import core, rules, score_requests
+    from distillguard.signals import text as text_mod
+
+    before = [score_request(s, u, benchmark_index=EMPTY) for s, u in MIXED]
+    for mod in (core, rules, text_mod):
+        monkeypatch.setattr(mod, "pc", _NoArrow())
+    after = [score_request(s, u, benchmark_index=EMPTY) for s, u in MIXED]
+    assert after == before
+    assert score_requests([(s, u, None) for s, u in MIXED[:T.SMALL]], benchmark_index=EMPTY) == before[:T.SMALL]

@@ -193,7 +193,11 @@ class BenchmarkIndex:
         pscore = np.minimum(cnt / self.item_n[pitem], 1.0)
         # best pair per doc: sort by (doc, -score, item)
         order = np.lexsort((pitem, -pscore, pdoc))
-        first = order[np.r_[True, pdoc[order][1:] != pdoc[order][:-1]]]
+        po = pdoc[order]
+        lead = np.empty(len(po), bool)
+        lead[:1] = True
+        np.not_equal(po[1:], po[:-1], out=lead[1:])
+        first = order[lead]
         ok = first[pscore[first] >= self.threshold]
         best[pdoc[ok]] = pitem[ok]
         score[pdoc[ok]] = pscore[ok]

@@ -136,8 +136,11 @@ def _template_ids(h: np.ndarray, doc: np.ndarray, n: int) -> list[str]:
     """Order-sensitive 64-bit hash of each document's token sequence, as 16 hex digits."""
     out = np.full(n, _EMPTY_TEMPLATE, np.uint64)
     if len(h):
-        starts = np.flatnonzero(np.r_[True, doc[1:] != doc[:-1]])
-        pos = np.arange(len(h)) - np.repeat(starts, np.diff(np.r_[starts, len(h)]))
+        new_doc = np.empty(len(doc), bool)
+        new_doc[0] = True
+        np.not_equal(doc[1:], doc[:-1], out=new_doc[1:])
+        starts = np.flatnonzero(new_doc)
+        pos = np.arange(len(h)) - np.repeat(starts, np.diff(starts, append=len(h)))
         x = T.mix64(h ^ T.mix64(pos.astype(np.uint64) + np.uint64(0x51A7)))
         sums = np.add.reduceat(x, starts)
         out[doc[starts]] = T.mix64(sums)
@@ -162,10 +165,9 @@ def _reasons(score, rule_hits, rules, model, buckets, bdoc, n) -> list[str]:
     hot = np.flatnonzero(score >= _HOT)
     terms_of: dict[int, list[str]] = {}
     if len(hot) and model.terms:
-        term_keys = np.fromiter(model.terms.keys(), dtype=np.int64)
         is_hot = np.zeros(n, bool)
         is_hot[hot] = True
-        sel = is_hot[bdoc] & np.isin(buckets, term_keys)
+        sel = is_hot[bdoc] & model.is_term[buckets]
         d, b = bdoc[sel], buckets[sel]
         if len(d):
             # strongest distinct terms first, per document (vectorised: sort by doc, then weight)

@@ -58,6 +58,16 @@ class ExtractionModel:
         w = np.array([r.weight for r in rules.extraction], dtype=np.float64)
         return cls(rules.extraction_names, w, np.zeros(N_BUCKETS, np.float32), -2.0, {}, trained=False)
 
+    @property
+    def is_term(self) -> np.ndarray:
+        """Boolean mask over the hashed columns: which have a readable term (cached)."""
+        cached = self.__dict__.get("_is_term")
+        if cached is None or cached[0] != len(self.terms):
+            m = np.zeros(N_BUCKETS, bool)
+            m[np.fromiter(self.terms.keys(), dtype=np.int64, count=len(self.terms))] = True
+            cached = self.__dict__["_is_term"] = (len(self.terms), m)
+        return cached[1]
+
     def logits(self, rule_hits: np.ndarray, buckets: np.ndarray, bdoc: np.ndarray, n_docs: int) -> np.ndarray:
         z = rule_hits.astype(np.float64) @ self.rule_w + self.bias
         if len(buckets):

@@ -214,7 +214,12 @@ def simhash(feat: np.ndarray, doc: np.ndarray, n_docs: int, chunk: int = 500_000
         if len(feat):
             f = np.ascontiguousarray(feat, dtype=np.uint64)
             bits = np.unpackbits(f.view(np.uint8).reshape(-1, 8), axis=1, bitorder="little")
-            np.add.at(ones, doc, bits)
+            if n_docs == 1:
+                ones[0] = bits.sum(axis=0)
+            else:  # one-hot product: exact integer counts, far cheaper than np.add.at
+                onehot = np.zeros((n_docs, len(f)), np.float64)
+                onehot[doc, np.arange(len(f))] = 1.0
+                ones = onehot @ bits.astype(np.float64)
         chunk = len(feat) + 1
         feat = feat[:0]
     for s in range(0, len(feat), chunk):
@@ -309,9 +314,10 @@ def small_regex(pattern: str):
     import regex
 
     if "\\p{" not in pattern:
-        # no Unicode classes: the ASCII flag gives RE2's ASCII \\w \\d \\b directly and keeps the
-        # engine's literal-prefix optimisations (only \\s differs: it also takes \\v)
-        return regex.compile(pattern, regex.ASCII | regex.VERSION0)
+        # no Unicode classes: the standard library's ``re`` with the ASCII flag gives RE2's ASCII \\w \\d
+        # \\b directly and is about twice as fast as ``regex`` on these rules (only \\s differs from RE2:
+        # it also takes \\v)
+        return re.compile(pattern, re.ASCII)
     return regex.compile(re2_to_regex(pattern), regex.VERSION0)
 
 
@@ -319,15 +325,12 @@ _re2 = small_regex
 
 
 def prepare_one(system: str | None, user: str) -> str:
-    """:func:`prepared_array` for one request without Arrow calls (ASCII text lower-cases identically in
-    Python and Arrow; other text goes through Arrow's NFKC and lower-casing as in the batch)."""
+    """:func:`prepared_array` for one request without Arrow calls (both paths NFKC-normalise and lower-case
+    non-ASCII text with Python's ``unicodedata``/``str.lower``, so they agree by construction)."""
     full = user if system is None else system + "\n" + user
-    if full.isascii():
-        low = full.lower()
-    else:
-        arr = pa.array([full], pa.large_string())
-        full = pc.utf8_normalize(arr, form="NFKC")[0].as_py()
-        low = pc.utf8_lower(pa.array([full], pa.large_string()))[0].as_py()
+    if not full.isascii():
+        full = unicodedata.normalize("NFKC", full)
+    low = full.lower()
     return _deobfuscate_full(full) if small_regex(_OBF_RE2).search(full) else low
 
 
@@ -340,9 +343,14 @@ def prepared_array(system: pa.Array, user: pa.Array) -> pa.Array:
     if len(full) == 0:
         return full
     ascii_ = pc.string_is_ascii(full)
-    if not pc.all(ascii_).as_py():
-        full = pc.if_else(ascii_, full, pc.utf8_normalize(full, form="NFKC"))
-    low = pc.utf8_lower(full)
+    if pc.all(ascii_).as_py():
+        low = pc.ascii_lower(full)
+    else:
+        # non-ASCII rows: NFKC and lower-casing in Python, exactly as prepare_one does
+        other = pc.invert(ascii_)
+        rows = [unicodedata.normalize("NFKC", t) for t in full.filter(other).to_pylist()]
+        full = pc.replace_with_mask(full, other, pa.array(rows, full.type))
+        low = pc.replace_with_mask(pc.ascii_lower(full), other, pa.array([t.lower() for t in rows], full.type))
     flag = pc.match_substring_regex(full, _OBF_RE2)
     idx = np.flatnonzero(flag.to_numpy(zero_copy_only=False))
     if len(idx):
