@@ -38,6 +38,9 @@ _SHAPE_OF_FMT = {"auto": "auto", "jsonl": "auto", "json": "auto", "canonical": "
 BLOCK_BYTES = 4 * 1024 * 1024
 #: files at least this large (compressed size for .gz) are parsed by worker processes when workers="auto"
 PARALLEL_MIN_BYTES = 32 * 1024 * 1024
+#: JSONL read as canonical/auto goes through the DuckDB fast path (:mod:`distillguard.io.fastpath`) unless
+#: ``read_events(..., fast=False)``; lines SQL cannot decide exactly still go through the Python parser
+FAST_DEFAULT = False
 #: a whole-document JSON file (a top-level array or a pretty-printed object) larger than this is refused
 MAX_DOCUMENT_BYTES = 512 * 1024 * 1024
 
@@ -281,13 +284,18 @@ class _GzipLines:
         self.buf += b"".join(out)
 
     def readlines(self, hint: int) -> list[bytes]:
+        data = self.readblock(hint)
+        return io.BytesIO(data).readlines() if data else []
+
+    def readblock(self, hint: int) -> bytes:
+        """About ``hint`` bytes of whole lines (the last block may lack its newline); b"" at the end."""
         while len(self.buf) < hint and not self.done:
             self._fill()
         if not self.buf:
             if self.error is not None:
                 err, self.error = self.error, None
                 raise err
-            return []
+            return b""
         if self.done:
             data, self.buf = self.buf, b""
         else:
@@ -297,7 +305,7 @@ class _GzipLines:
                     self._fill()
                 cut = self.buf.rfind(b"\n") + 1 if not self.done else len(self.buf)
             data, self.buf = self.buf[:cut], self.buf[cut:]
-        return io.BytesIO(data).readlines()
+        return data
 
     def close(self) -> None:
         self.raw.close()
@@ -642,7 +650,7 @@ class EventStream:
     """An iterator of :data:`EVENT_SCHEMA` record batches with the run's :attr:`summary` and
     :attr:`quarantine` attached (filled as the stream is consumed)."""
 
-    def __init__(self, paths, fmt, mapping, quarantine, strict, batch_rows, workers):
+    def __init__(self, paths, fmt, mapping, quarantine, strict, batch_rows, workers, fast=None):
         if isinstance(paths, (str, os.PathLike)):
             paths = [paths]
         self.paths = [Path(p) for p in paths]
@@ -655,6 +663,7 @@ class EventStream:
         self.quarantine = quarantine if quarantine is not None else Quarantine()
         self.summary = ReadSummary()
         self.workers = workers
+        self.fast = FAST_DEFAULT if fast is None else bool(fast)
         self._it = self._run()
 
     def __iter__(self) -> "EventStream":
@@ -691,6 +700,12 @@ class EventStream:
                         if _base_name(p).endswith(".json") and _is_document(p):
                             yield from _read_document(p, label, shape, em, self.batch_rows)
                         else:
+                            if self.fast and shape in ("auto", "canonical"):
+                                from distillguard.io.fastpath import read_canonical_fast
+
+                                yield from read_canonical_fast(p, label, shape, em, self.batch_rows, parse_lines,
+                                                               _safe_batch, _unreadable, _Unreadable)
+                                continue
                             yield from _read_jsonl(p, label, shape, em, self.batch_rows, self._workers_for(p),
                                                    pool_box)
                     elif kind == "parquet":
@@ -708,7 +723,8 @@ class EventStream:
 
 def read_events(paths: str | os.PathLike | Iterable[str | os.PathLike], *, fmt: str = "auto",
                 mapping: Any = None, quarantine: Quarantine | None = None, strict: bool = False,
-                batch_rows: int = 50_000, workers: int | str | None = "auto") -> EventStream:
+                batch_rows: int = 50_000, workers: int | str | None = "auto",
+                fast: bool | None = None) -> EventStream:
     """Read event files as a stream of :data:`~distillguard.schema.EVENT_SCHEMA` record batches.
 
     ``fmt``: ``auto`` (from the extension; JSON records are recognised as canonical, OpenAI log or OTLP by
@@ -718,4 +734,4 @@ def read_events(paths: str | os.PathLike | Iterable[str | os.PathLike], *, fmt: 
     ``workers``: worker processes for large JSONL files (``"auto"``: one per core above
     :data:`PARALLEL_MIN_BYTES`; 0 = in this process). The returned stream carries ``.summary``.
     """
-    return EventStream(paths, fmt, mapping, quarantine, strict, batch_rows, workers)
+    return EventStream(paths, fmt, mapping, quarantine, strict, batch_rows, workers, fast)

@@ -1,0 +1,348 @@
+"""DuckDB fast path for canonical JSONL: DuckDB parses, validates and derives the event columns in SQL.
+
+The file is cut into blocks of whole lines in Python (no object per line: newline offsets are found with
+numpy and the block becomes one Arrow string array), and one SQL statement per block parses every line
+as JSON, checks it and builds the :data:`~distillguard.schema.EVENT_SCHEMA` columns exactly as
+:func:`~distillguard.schema.normalize_values` would. The SQL is deliberately conservative: a line is
+accepted only when SQL can decide it *exactly* (common field types and timestamp forms, messages whose
+items are ``{role, content}`` objects with text content, no ``tools``, no unknown fields). Every other
+line (invalid JSON, anything DuckDB's lenient parser would accept but orjson would not, escapes whose
+serialisation could differ, any failed rule) goes through the Python parser unchanged, so rejects keep
+their exact file, line, field and reason, and accepted rows are the same values in the same order.
+"""
+
+from __future__ import annotations
+
+import zlib
+from pathlib import Path
+from typing import Iterator
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from distillguard.schema import EVENT_COLUMNS, EVENT_SCHEMA, INPUT_FIELDS
+
+__all__ = ["read_canonical_fast", "FAST_BLOCK_BYTES"]
+
+#: bytes of the file handed to one SQL statement
+FAST_BLOCK_BYTES = 16 * 1024 * 1024
+
+_STR_FIELDS = ("request_id", "org_id", "api_key_id", "ip", "user_agent", "payment_fingerprint",
+               "model", "reasoning_effort", "response", "reasoning_content")
+_INT_FIELDS = ("max_tokens", "input_tokens", "output_tokens", "reasoning_tokens", "status_code")
+_FIELDS = ("timestamp", "account_id", "messages", "prompt", "asn", "account_created_at", "tools") \
+    + _STR_FIELDS + _INT_FIELDS
+
+# Raw-text patterns that send a line to Python: tokens DuckDB's JSON reader accepts and orjson refuses
+# (NaN, Infinity, trailing commas), control-character escapes (DuckDB writes \u001A, orjson \u001a) and
+# surrogate escapes (lone surrogates are refused by orjson, and pairs are rare enough not to matter).
+_GUARD = r"NaN|Infinity|,[ \t\r\n]*[\]}]|\\u00[01]|\\u[dD][89a-fA-F]"
+_ISO = (r"^(19|20|21)[0-9]{2}-[0-9]{2}-[0-9]{2}T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\.[0-9]{1,6})?"
+        r"([zZ]|[+-]([01][0-9]|2[0-3]):[0-5][0-9])$")
+_BIGINT_MIN = -(2**63)
+
+
+def _q(s: str) -> str:
+    return "'" + s.replace("'", "''") + "'"
+
+
+def _ts_expr(t: str, v: str) -> str:
+    """A UTC TIMESTAMP from a JSON value ``v`` of type ``t`` when SQL reproduces ``parse_timestamp`` exactly
+    (strict RFC 3339 text, positive epoch seconds below 1e11), else NULL."""
+    s = v
+    d = f"TRY_CAST({v} AS DOUBLE)"
+    return f"""CASE
+      WHEN {t} = 'VARCHAR' AND regexp_full_match({s}, {_q(_ISO)})
+        THEN TRY_CAST(regexp_extract({s}, '^([0-9]{{4}}-[0-9]{{2}}-[0-9]{{2}}T[0-9:.]+)', 1) AS TIMESTAMP)
+             - to_minutes(coalesce(
+                 (CASE WHEN regexp_extract({s}, '([+-])[0-9]{{2}}:[0-9]{{2}}$', 1) = '-' THEN -1 ELSE 1 END)
+                 * (TRY_CAST(regexp_extract({s}, '([0-9]{{2}}):[0-9]{{2}}$', 1) AS BIGINT) * 60
+                    + TRY_CAST(regexp_extract({s}, '[0-9]{{2}}:([0-9]{{2}})$', 1) AS BIGINT)), 0)::BIGINT
+                 * CASE WHEN regexp_matches({s}, '[+-][0-9]{{2}}:[0-9]{{2}}$') THEN 1 ELSE 0 END)
+      WHEN {t} IN ('BIGINT', 'UBIGINT') AND TRY_CAST({v} AS BIGINT) BETWEEN 1 AND 99999999999
+        THEN make_timestamp(TRY_CAST({v} AS BIGINT) * 1000000)
+      WHEN {t} = 'DOUBLE' AND {d} > 0 AND {d} < 1e11
+        THEN make_timestamp(trunc({d})::BIGINT * 1000000 + round_even(({d} - trunc({d})) * 1e6, 0)::BIGINT)
+    END"""
+
+
+def _build_sql() -> str:
+    paths = ", ".join(_q("$." + f) for f in _FIELDS)
+    idx = {f: i + 1 for i, f in enumerate(_FIELDS)}
+    known = "[" + ", ".join(_q(f) for f in sorted(INPUT_FIELDS)) + "]"
+
+    def v(f):
+        return f"v[{idx[f]}]"
+
+    def sv(f):
+        return f"sv[{idx[f]}]"
+
+    def t(f):
+        return f"coalesce(ty[{idx[f]}], 'NULL')"
+
+    str_ok = " AND ".join(f"{t(f)} IN ('VARCHAR', 'NULL')" for f in _STR_FIELDS)
+    int_ok = " AND ".join(
+        f"({t(f)} = 'NULL' OR ({t(f)} IN ('BIGINT', 'UBIGINT') AND TRY_CAST({sv(f)} AS BIGINT) IS NOT NULL"
+        f" AND TRY_CAST({sv(f)} AS BIGINT) > {_BIGINT_MIN}))" for f in _INT_FIELDS)
+    str_cols = ",\n      ".join(f"CASE WHEN {t(f)} = 'VARCHAR' THEN {sv(f)} END AS {f}" for f in _STR_FIELDS)
+    int_cols = ",\n      ".join(f"CASE WHEN {t(f)} <> 'NULL' THEN TRY_CAST({sv(f)} AS BIGINT) END AS {f}"
+                               for f in _INT_FIELDS)
+    msg = v("messages")
+    # per message: [keys ok, role, content type, content text]
+    return f"""
+WITH raw AS (
+  SELECT ln, line, force,
+         trim(line, ' ' || chr(9) || chr(10) || chr(13) || chr(11) || chr(12)) = '' AND NOT force AS blank
+  FROM blk
+), guarded AS MATERIALIZED (
+  SELECT ln, line, blank,
+         NOT blank AND NOT force AND strlen(line) < 1000000 AND NOT regexp_matches(line, {_q(_GUARD)})
+         AND json_valid(line) AS g
+  FROM raw
+), parsed AS MATERIALIZED (
+  SELECT ln, blank,
+         CASE WHEN g THEN json_extract(line, [{paths}]) END AS v,
+         CASE WHEN g THEN json_extract_string(line, [{paths}]) END AS sv,
+         CASE WHEN g THEN json_type(line, [{paths}]) END AS ty,
+         CASE WHEN g THEN json_keys(line) END AS k
+  FROM guarded
+), typed AS MATERIALIZED (
+  SELECT *,
+    CASE WHEN {t("messages")} = 'ARRAY' THEN
+      list_transform(CAST(json_extract({msg}, '$[*]') AS JSON[]), lambda m: struct_pack(
+        mk := json_keys(m), mt := json_type(m, ['$.role', '$.content']),
+        ms := json_extract_string(m, ['$.role', '$.content'])))
+    END AS msgs
+  FROM parsed
+), checked AS MATERIALIZED (
+  SELECT *,
+    v IS NOT NULL
+    AND len(k) = len(list_distinct(k)) AND list_has_all({known}, k)
+    AND ({t("account_id")} = 'VARCHAR' AND {sv("account_id")} <> ''
+         OR {t("account_id")} IN ('BIGINT', 'UBIGINT'))
+    AND {t("messages")} IN ('ARRAY', 'NULL') AND {t("prompt")} IN ('VARCHAR', 'NULL')
+    AND NOT ({t("messages")} = 'NULL' AND {t("prompt")} = 'NULL')
+    AND coalesce(list_bool_and(list_transform(msgs, lambda x: len(x.mk) = len(list_distinct(x.mk)) AND list_has_all(['role', 'content'], x.mk)
+          AND coalesce(x.mt[1], '') = 'VARCHAR' AND coalesce(x.mt[2], 'NULL') IN ('VARCHAR', 'NULL'))), true)
+    AND {t("tools")} = 'NULL'
+    AND {t("asn")} IN ('VARCHAR', 'BIGINT', 'UBIGINT', 'NULL')
+    AND {str_ok} AND {int_ok}
+    AND ({t("status_code")} = 'NULL' OR TRY_CAST({sv("status_code")} AS BIGINT) BETWEEN 0 AND 999)
+    AS pre
+  FROM typed
+), derived AS MATERIALIZED (
+  SELECT ln, blank, pre,
+    CASE WHEN pre THEN {_ts_expr(t("timestamp"), sv("timestamp"))} END AS timestamp,
+    CASE WHEN pre AND {t("account_created_at")} <> 'NULL'
+         THEN {_ts_expr(t("account_created_at"), sv("account_created_at"))} END AS account_created_at,
+    CASE WHEN pre THEN {t("account_created_at")} <> 'NULL' END AS has_created,
+    CASE WHEN pre THEN {sv("account_id")} END AS account_id,
+    CASE WHEN pre AND {t("asn")} <> 'NULL' THEN {sv("asn")} END AS asn,
+    CASE WHEN pre AND {t("prompt")} = 'VARCHAR' THEN {sv("prompt")} END AS prompt,
+    CASE WHEN pre AND msgs IS NOT NULL THEN
+      '[' || array_to_string(list_transform(msgs, lambda x:
+          '{{' || CASE WHEN list_contains(x.mk, 'content') THEN '"content":' || coalesce(to_json(CASE WHEN x.mt[2] = 'VARCHAR' THEN x.ms[2] END)::VARCHAR, 'null') || ','
+                       ELSE '' END
+          || '"role":' || to_json(x.ms[1])::VARCHAR || '}}'), ',') || ']'
+    END AS messages,
+    CASE WHEN pre THEN list_transform(list_filter(msgs, lambda x: x.ms[1] IN ('system', 'developer')),
+                                      lambda x: CASE WHEN x.mt[2] = 'VARCHAR' THEN x.ms[2] ELSE '' END) END AS sys_parts,
+    CASE WHEN pre THEN list_transform(list_filter(msgs, lambda x: x.ms[1] = 'user'),
+                                      lambda x: CASE WHEN x.mt[2] = 'VARCHAR' THEN x.ms[2] ELSE '' END) END AS user_parts,
+    CASE WHEN pre THEN coalesce(len(msgs), 1) END AS n_messages,
+    {str_cols},
+    {int_cols}
+  FROM checked
+), joined AS (
+  SELECT *,
+    CASE WHEN pre THEN coalesce(user_parts, []::VARCHAR[])
+                       || CASE WHEN prompt IS NOT NULL THEN [prompt] ELSE []::VARCHAR[] END END AS uparts
+  FROM derived
+)
+SELECT ln, blank,
+  pre AND timestamp IS NOT NULL AND (NOT has_created OR account_created_at IS NOT NULL) AS ok,
+  CASE WHEN coalesce(request_id, '') = '' THEN
+    'h:' || sha256(account_id || chr(31) || coalesce(model, '') || chr(31) || coalesce(messages, '') || chr(31)
+                   || array_to_string(uparts, chr(10) || chr(10)) || chr(31)
+                   || coalesce(CASE WHEN len(sys_parts) > 0 THEN array_to_string(sys_parts, chr(10) || chr(10)) END, '')
+                   || chr(31) || coalesce(response, '') || chr(31) || chr(31) || chr(31)
+                   || strftime(timestamp, '%Y-%m-%dT%H:%M:%S')
+                   || CASE WHEN epoch_us(timestamp) % 1000000 <> 0
+                           THEN '.' || lpad(((epoch_us(timestamp) % 1000000 + 1000000) % 1000000)::VARCHAR, 6, '0')
+                           ELSE '' END
+                   || '+00:00')[1:32]
+    ELSE request_id END AS event_id,
+  request_id, timestamp, account_id, org_id, api_key_id, ip, asn, user_agent, payment_fingerprint,
+  account_created_at, model, messages,
+  CASE WHEN len(sys_parts) > 0 THEN array_to_string(sys_parts, chr(10) || chr(10)) END AS system_text,
+  array_to_string(uparts, chr(10) || chr(10)) AS user_text,
+  n_messages::INTEGER AS n_messages, len(uparts)::INTEGER AS n_user_turns,
+  NULL::VARCHAR AS tools, 0::INTEGER AS n_tools,
+  max_tokens, reasoning_effort, response, reasoning_content, input_tokens, output_tokens, reasoning_tokens,
+  TRY_CAST(status_code AS INTEGER) AS status_code, NULL::VARCHAR AS extra,
+  $label || ':' || ln::VARCHAR AS source
+FROM joined
+WHERE NOT blank
+ORDER BY ln
+"""
+
+
+_SQL = _build_sql()
+
+
+def _blocks(path: Path, block_bytes: int) -> Iterator[tuple[bytes, Exception | None]]:
+    """Whole-line blocks of a plain or gzip file as ``(data, None)``; a corrupt or truncated gzip stream
+    yields what could be decompressed, then ``(b"", error)``. The last block may lack a final newline."""
+    from distillguard.io.readers import _GzipLines
+
+    with open(path, "rb") as probe:
+        gz = probe.read(2) == b"\x1f\x8b"
+    if gz:
+        with _GzipLines(path) as fh:
+            while True:
+                try:
+                    data = fh.readblock(block_bytes)
+                except (EOFError, OSError, zlib.error) as e:
+                    yield b"", e
+                    return
+                if not data:
+                    return
+                yield data, None
+    with open(path, "rb") as fh:
+        rest = b""
+        while True:
+            chunk = fh.read(block_bytes)
+            if not chunk:
+                if rest:
+                    yield rest, None
+                return
+            buf = rest + chunk
+            cut = buf.rfind(b"\n") + 1
+            if cut == 0:
+                rest = buf
+                continue
+            rest = buf[cut:]
+            yield buf[:cut], None
+
+
+def _line_arrays(data: bytes, first_line: int) -> tuple[pa.Table, np.ndarray]:
+    """The block as an Arrow table (ln, line, force) without a Python object per line; also the offsets."""
+    buf = np.frombuffer(data, dtype=np.uint8)
+    nl = np.flatnonzero(buf == 10)
+    starts = np.concatenate(([0], nl + 1)).astype(np.int64)
+    if starts[-1] == len(data):  # the block ends with a newline: no partial line after it
+        starts = starts[:-1]
+    ends = np.concatenate((nl, [len(data)])).astype(np.int64)[: len(starts)]
+    n = len(starts)
+    # offsets into the data: line i is data[starts[i]:ends[i]] (newline excluded); build a large_binary array
+    # whose value i spans exactly that, by interleaving is impossible, so use a take over a flat view
+    offsets = np.empty(2 * n, dtype=np.int64)
+    offsets[0::2], offsets[1::2] = starts, ends
+    # value j of `spans` is data[offsets[j]:offsets[j+1]]: even j are the lines, odd j the newlines
+    full_offsets = np.concatenate((offsets, [len(data)]))
+    spans = pa.LargeBinaryArray.from_buffers(pa.large_binary(), 2 * n,
+                                             [None, pa.py_buffer(full_offsets), pa.py_buffer(data)])
+    lines = spans.take(pa.array(np.arange(0, 2 * n, 2, dtype=np.int64)))
+    force = np.zeros(n, dtype=bool)
+    try:
+        text = lines.cast(pa.large_string())
+    except pa.ArrowInvalid:  # some line is not UTF-8: those go to Python, which names the byte
+        py = lines.to_pylist()
+        clean = []
+        for i, b in enumerate(py):
+            try:
+                clean.append(b.decode("utf-8"))
+            except UnicodeDecodeError:
+                clean.append("")
+                force[i] = True
+        text = pa.array(clean, type=pa.large_string())
+    ln = np.arange(first_line, first_line + n, dtype=np.int64)
+    return pa.table({"ln": ln, "line": text, "force": force}), np.stack((starts, ends), axis=1)
+
+
+def read_canonical_fast(path: Path, label: str, shape: str, em, batch_rows: int, parse_lines, safe_batch,
+                        unreadable, unreadable_cls, threads: int | None = None) -> Iterator[pa.RecordBatch]:
+    """Read one JSONL file through DuckDB; lines SQL cannot decide go to ``parse_lines`` (the Python path)."""
+    con = duckdb.connect()
+    try:
+        if threads:
+            con.execute(f"SET threads TO {int(threads)}")
+        next_line = 1
+        for data, err in _blocks(path, FAST_BLOCK_BYTES):
+            if err is not None:
+                unreadable(em, label, next_line, unreadable_cls(err))
+                continue
+            table, spans = _line_arrays(data, next_line)
+            unterminated_last = not data.endswith(b"\n")
+            n = table.num_rows
+            for lo in range(0, n, batch_rows):
+                part = table.slice(lo, batch_rows)
+                yield from _run_part(con, part, data, spans[lo:lo + batch_rows], label, shape, em,
+                                     lo + batch_rows >= n and unterminated_last, parse_lines, safe_batch)
+            next_line += n
+    finally:
+        con.close()
+
+
+def _run_part(con, part: pa.Table, data: bytes, spans: np.ndarray, label: str, shape: str, em,
+              unterminated_last: bool, parse_lines, safe_batch):
+    con.register("blk", part)
+    try:
+        res = con.sql(_SQL, params={"label": label}).to_arrow_table()
+    except duckdb.Error:  # never lose a block to an SQL surprise: the Python parser decides it all
+        res = None
+    finally:
+        con.unregister("blk")
+    if res is None:
+        first = int(part.column("ln")[0].as_py())
+        lines = [data[s:e + 1] if e < len(data) else data[s:e] for s, e in spans]
+        rows, rejects, records, skipped = parse_lines(label, first, lines, shape, unterminated_last)
+        out = em.result(label, safe_batch(rows, rejects), rejects, records, skipped)
+        if out is not None:
+            yield out
+        return
+    ok = pc.fill_null(res.column("ok"), False).to_numpy(zero_copy_only=False).astype(bool)
+    first_ln = part.column("ln")[0].as_py() if part.num_rows else 0
+    records = int(ok.sum())
+    fast = res.filter(pa.array(ok)).select(EVENT_COLUMNS)
+    fast_lines = res.column("ln").filter(pa.array(ok))
+    slow_lns = res.column("ln").filter(pa.array(~ok)).to_pylist()
+    rows, rejects = [], []
+    slow_line_of_row: list[int] = []
+    last_ln = first_ln + part.num_rows - 1
+    for ln in slow_lns:
+        s, e = spans[ln - first_ln]
+        raw = data[s:e + 1] if e < len(data) else data[s:e]
+        r, rj, rec, skipped = parse_lines(label, ln, [raw], shape, unterminated_last and ln == last_ln)
+        records += rec
+        if skipped:
+            em.summary.skipped += skipped
+            fs = em.summary.file(label)
+            fs["skipped"] = fs.get("skipped", 0) + skipped
+        rows.extend(r)
+        slow_line_of_row.extend([ln] * len(r))
+        rejects.extend(rj)
+    batch = None
+    fast_t = fast.cast(EVENT_SCHEMA) if fast.num_rows else None
+    slow_rejects: list = []
+    slow_b = safe_batch(rows, slow_rejects) if rows else None
+    if slow_rejects:  # rows Arrow refused: drop their line numbers from the merge
+        refused = {r[0] for r in slow_rejects}
+        slow_line_of_row = [x for x in slow_line_of_row if x not in refused]
+        rejects.extend(slow_rejects)
+        rejects.sort(key=lambda r: (r[0] is None, r[0] or 0))
+    if slow_b is not None and fast_t is not None:
+        merged = pa.concat_tables([fast_t, pa.Table.from_batches([slow_b])])
+        keys = pa.concat_arrays([fast_lines.combine_chunks() if hasattr(fast_lines, "combine_chunks")
+                                 else fast_lines, pa.array(slow_line_of_row, type=pa.int64())])
+        order = pc.sort_indices(keys)
+        batch = merged.take(order).combine_chunks().to_batches()[0]
+    elif fast_t is not None:
+        batch = fast_t.combine_chunks().to_batches()[0]
+    elif slow_b is not None:
+        batch = slow_b
+    out = em.result(label, batch, rejects, records)
+    if out is not None:
+        yield out
