@@ -202,3 +202,22 @@ def test_single_request_path_runs_no_arrow_kernels(monkeypatch):
     after = [score_request(s, u, benchmark_index=EMPTY) for s, u in MIXED]
     assert after == before
     assert score_requests([(s, u, None) for s, u in MIXED[:T.SMALL]], benchmark_index=EMPTY) == before[:T.SMALL]
+
+
+def test_forked_workers_give_identical_rows(monkeypatch):
+    import distillguard.signals as S
+
+    rows = [(s, f"{u} (variant {i})") for i, (s, u) in enumerate(MIXED * 6)]
+    monkeypatch.setenv("DISTILLGUARD_SIGNAL_WORKERS", "1")
+    one = compute_signals(events(rows), benchmark_index=EMPTY)
+    monkeypatch.setattr(S, "POOL_MIN_TEXTS", 8)
+    monkeypatch.setenv("DISTILLGUARD_SIGNAL_WORKERS", "2")
+    contexts = []
+    real = S.mp.get_context
+    monkeypatch.setattr(S.mp, "get_context", lambda method: contexts.append(method) or real(method))
+    pooled = compute_signals(events(rows), benchmark_index=EMPTY)
+    assert contexts == ["fork"]  # the pool ran
+    assert pooled.equals(one)
+    monkeypatch.setenv("DISTILLGUARD_SIGNAL_WORKERS", "x")
+    with pytest.raises(ValueError, match="DISTILLGUARD_SIGNAL_WORKERS"):
+        compute_signals(events(rows), benchmark_index=EMPTY)

@@ -8,7 +8,10 @@ on one request for the real-time gateway.
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import multiprocessing as mp
+import os
 from functools import lru_cache
 from typing import Iterable
 
@@ -105,7 +108,7 @@ def compute_signals(events: pa.Table | pa.RecordBatch, *, detectors: Iterable | 
         s, _, u = k.partition(_SEP)
         sys_u.append(None if s == _NULL_SYS else s)
         user_u.append(u)
-    a = analyse(sys_u, user_u, benchmark_index=benchmark_index)
+    a = _analyse_pooled(sys_u, user_u, benchmark_index)
     has_tools = _has_tools(events, n)
     cap = pa.array(a.capability, pa.string()).take(pa.array(idx))
     if has_tools.any():
@@ -134,6 +137,54 @@ def compute_signals(events: pa.Table | pa.RecordBatch, *, detectors: Iterable | 
             if name not in out.column_names:
                 out = out.append_column(name, extra.column(name))
     return out
+
+
+#: distinct texts from which compute_signals splits the work over forked worker processes
+POOL_MIN_TEXTS = 20_000
+_POOL_STATE: tuple | None = None
+
+
+def signal_workers() -> int:
+    """Worker processes for large batches: ``DISTILLGUARD_SIGNAL_WORKERS`` or the usable CPUs (at most 4)."""
+    env = os.environ.get("DISTILLGUARD_SIGNAL_WORKERS")
+    if env:
+        try:
+            return max(1, int(env))
+        except ValueError:
+            raise ValueError(f"DISTILLGUARD_SIGNAL_WORKERS: not an integer: {env!r}") from None
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        cpus = os.cpu_count() or 1
+    return max(1, min(cpus, 4))
+
+
+def _analyse_chunk(bounds: tuple[int, int]) -> Analysis:
+    sys_u, user_u, index = _POOL_STATE
+    lo, hi = bounds
+    return analyse(sys_u[lo:hi], user_u[lo:hi], benchmark_index=index)
+
+
+def _analyse_pooled(sys_u: list, user_u: list, index: BenchmarkIndex) -> Analysis:
+    """:func:`analyse` over the distinct texts; large inputs are cut into contiguous chunks analysed by
+    forked workers (each text's signals depend on that text alone, so the result is identical)."""
+    global _POOL_STATE
+    n, workers = len(user_u), signal_workers()
+    if n < POOL_MIN_TEXTS or workers < 2 or "fork" not in mp.get_all_start_methods():
+        return analyse(sys_u, user_u, benchmark_index=index)
+    parts = min(workers * 2, max(2, n // 10_000))
+    cuts = np.linspace(0, n, parts + 1).astype(int)
+    bounds = [(int(a), int(b)) for a, b in zip(cuts[:-1], cuts[1:])]
+    _POOL_STATE = (sys_u, user_u, index)  # inherited by the forked workers, never pickled
+    try:
+        with mp.get_context("fork").Pool(workers) as pool:
+            chunks = pool.map(_analyse_chunk, bounds, chunksize=1)
+    finally:
+        _POOL_STATE = None
+    return Analysis(*(
+        np.concatenate([getattr(c, f.name) for c in chunks]) if isinstance(getattr(chunks[0], f.name), np.ndarray)
+        else [x for c in chunks for x in getattr(c, f.name)]
+        for f in dataclasses.fields(Analysis)))
 
 
 def _has_tools(events: pa.Table, n: int) -> np.ndarray:

@@ -176,15 +176,15 @@ class BenchmarkIndex:
         maybe = self._bits[(sh & np.uint64(_BITMAP_MASK)).astype(np.int64)]
         sh, sdoc, spos = sh[maybe], sdoc[maybe], spos[maybe]
         lo = np.searchsorted(self.hashes, sh, "left")
-        hi = np.searchsorted(self.hashes, sh, "right")
-        n = hi - lo
-        hit = np.flatnonzero(n)
+        # most shingles are absent: the right bound only for those found at lo
+        hit = np.flatnonzero(self.hashes[np.minimum(lo, len(self.hashes) - 1)] == sh)
         if not len(hit):
             return best, score, span_s, span_e
-        reps = n[hit]
+        lo_hit = lo[hit]
+        reps = np.searchsorted(self.hashes, sh[hit], "right") - lo_hit
         q = np.repeat(hit, reps)  # query shingle index of each (shingle, item) hit
         offs = np.arange(len(q)) - np.repeat(np.cumsum(reps) - reps, reps)
-        items = self.item[np.repeat(lo[hit], reps) + offs].astype(np.int64)
+        items = self.item[np.repeat(lo_hit, reps) + offs].astype(np.int64)
         d = sdoc[q].astype(np.int64)
         pair = d * (len(self.item_ids) + 1) + items
         upair, inv, cnt = np.unique(pair, return_inverse=True, return_counts=True)

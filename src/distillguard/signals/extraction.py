@@ -32,7 +32,7 @@ def hashed_ngrams(h: np.ndarray, doc: np.ndarray) -> tuple[np.ndarray, np.ndarra
     """Bucket index and document index of every unigram and within-document bigram."""
     uni = T.mix64(h ^ _UNI)
     bi, bdoc, _ = T.ngram_hashes(h, doc, 2)
-    buckets = np.concatenate([uni, bi]) % np.uint64(N_BUCKETS)
+    buckets = np.concatenate([uni, bi]) & np.uint64(N_BUCKETS - 1)  # N_BUCKETS is a power of two
     return buckets.astype(np.int64), np.concatenate([doc, bdoc]).astype(np.int64)
 
 
