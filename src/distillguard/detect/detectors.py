@@ -21,7 +21,7 @@ __all__ = ["AccountTell", "TELLS", "derived_values", "default_tells"]
 
 _REASONING_CAPS = {"math", "code", "reasoning", "tool_use", "grading"}
 #: pseudo-requests without extraction added to every account's extraction share (n_ext / (n + prior))
-EXTRACTION_PRIOR = 8.0
+EXTRACTION_PRIOR = 6.0
 
 
 def _col(features: pa.Table, name: str, fill: float = 0.0) -> np.ndarray:
