@@ -22,7 +22,7 @@ from distillguard.linking import LinkConfig, build_edges
 from distillguard.linking.campaigns import find_campaigns
 from distillguard.signals import compute_signals
 
-__all__ = ["ScanResult", "Scanner", "scan", "ACCOUNTS_HEADER", "ATLAS"]
+__all__ = ["ScanResult", "Scanner", "scan", "stream_events", "ACCOUNTS_HEADER", "ATLAS"]
 
 ACCOUNTS_HEADER = ("account_id", "score", "flagged", "campaign_id", "reasons")
 
@@ -83,6 +83,11 @@ class ScanResult:
 
 #: event columns no stage of a scan reads (signals use system_text/user_text); dropped while reading files
 _UNUSED_COLUMNS = ("messages", "tools", "response", "reasoning_content", "extra")
+#: rows of events whose signals are computed together while files are streamed (bounds the full texts held)
+SIGNAL_CHUNK_ROWS = 200_000
+#: characters of ``user_text`` kept once signals are computed (campaign samples use 200, the report's
+#: campaign prompts group on the first 600); ``system_text`` is dropped then
+KEEP_TEXT_CHARS = 600
 
 
 def _slim(batch: pa.RecordBatch) -> pa.RecordBatch:
@@ -90,6 +95,111 @@ def _slim(batch: pa.RecordBatch) -> pa.RecordBatch:
     cols = [pa.nulls(batch.num_rows, f.type) if f.name in _UNUSED_COLUMNS else batch.column(i)
             for i, f in enumerate(batch.schema)]
     return pa.RecordBatch.from_arrays(cols, schema=batch.schema)
+
+
+def _after_signals(table: pa.Table) -> pa.Table:
+    """What later stages keep of a chunk once its signals exist: same schema, ``system_text`` null and
+    ``user_text`` cut to :data:`KEEP_TEXT_CHARS` (copied, so the chunk's full texts can be freed)."""
+    import pyarrow.compute as pc
+
+    cols = []
+    for i, f in enumerate(table.schema):
+        col = table.column(i)
+        if f.name == "system_text" or f.name in _UNUSED_COLUMNS:
+            col = pa.nulls(table.num_rows, f.type)
+        elif f.name == "user_text":
+            col = pc.utf8_slice_codeunits(col.combine_chunks(), 0, KEEP_TEXT_CHARS)
+        cols.append(col)
+    return pa.Table.from_arrays(cols, schema=table.schema)
+
+
+def stream_events(paths_or_store: Any, *, quarantine: str | Path | None = None, strict: bool = False,
+                  fmt: str | None = None, mapping: str | None = None, with_signals: bool = True,
+                  chunk_rows: int | None = None, timings: dict | None = None,
+                  signal_fn: Callable[[pa.Table], pa.Table] | None = None) -> tuple[pa.Table, pa.Table | None, str]:
+    """``(events, signals, reader name)`` like :func:`load_events`, but files are read as a stream: every
+    :data:`SIGNAL_CHUNK_ROWS` rows the chunk's signals are computed and only its slim form is kept
+    (:func:`_after_signals`), so full texts are never held for more than one chunk. Signals depend on each
+    request's own text only, so they equal :func:`compute_signals` over the whole table; ``events`` keeps
+    :data:`~distillguard.schema.EVENT_SCHEMA` with the text columns cut. Arrow tables and stores are returned
+    as :func:`load_events` does (signals computed here when missing). ``timings`` gets ``read_s`` and
+    ``signals_s``. ``signal_fn``: computes one chunk's signals (default :func:`compute_signals`)."""
+    from distillguard.schema import EVENT_SCHEMA
+
+    compute = signal_fn or compute_signals
+
+    tm = timings if timings is not None else {}
+    t0 = time.perf_counter()
+    if isinstance(paths_or_store, pa.Table) or hasattr(paths_or_store, "events_table") or \
+            _is_store_path(paths_or_store):
+        events, signals, reader = load_events(paths_or_store, quarantine=quarantine, strict=strict, fmt=fmt,
+                                              mapping=mapping)
+        tm["read_s"] = time.perf_counter() - t0
+        t = time.perf_counter()
+        if with_signals and (signals is None or signals.num_rows != events.num_rows):
+            signals = compute(events)
+        tm["signals_s"] = time.perf_counter() - t
+        return events, signals, reader
+    from distillguard.io import Quarantine, read_events
+
+    paths = [paths_or_store] if isinstance(paths_or_store, (str, Path)) else list(paths_or_store)
+    limit = chunk_rows or SIGNAL_CHUNK_ROWS
+    kept: list[pa.Table] = []
+    sigs: list[pa.Table] = []
+    pending: list[pa.RecordBatch] = []
+    n_pending = 0
+    read_s = sig_s = 0.0
+
+    def flush() -> None:
+        nonlocal pending, n_pending, sig_s
+        if not pending:
+            return
+        t = time.perf_counter()
+        chunk = pa.Table.from_batches(pending, schema=EVENT_SCHEMA)
+        pending, n_pending = [], 0
+        if with_signals:
+            sigs.append(compute(chunk))
+            kept.append(_after_signals(chunk))
+        else:
+            kept.append(chunk)
+        del chunk
+        sig_s += time.perf_counter() - t
+
+    if quarantine is not None:
+        Path(quarantine).write_bytes(b"")  # the quarantine appends; start this scan's file empty
+    with Quarantine(quarantine) as q:
+        stream = iter(read_events([str(p) for p in paths], fmt=fmt or "auto", mapping=mapping, quarantine=q,
+                                  strict=strict))
+        while True:
+            t = time.perf_counter()
+            batch = next(stream, None)
+            read_s += time.perf_counter() - t
+            if batch is None:
+                break
+            batch = _slim(batch)
+            while batch.num_rows:  # chunks of exactly ``limit`` rows (the last one smaller)
+                part = batch.slice(0, limit - n_pending)
+                batch = batch.slice(part.num_rows)
+                pending.append(part)
+                n_pending += part.num_rows
+                if n_pending >= limit:
+                    flush()
+        flush()
+    events = pa.concat_tables(kept) if kept else EVENT_SCHEMA.empty_table()
+    signals = None
+    if with_signals:
+        signals = pa.concat_tables(sigs) if sigs else compute(EVENT_SCHEMA.empty_table())
+    tm["read_s"], tm["signals_s"] = read_s, sig_s
+    return events, signals, "distillguard.io"
+
+
+def _is_store_path(src: Any) -> bool:
+    paths = [src] if isinstance(src, (str, Path)) else src
+    try:
+        paths = list(paths)
+    except TypeError:
+        return False
+    return len(paths) == 1 and str(paths[0]).endswith(".duckdb")
 
 
 def load_events(paths_or_store: Any, *, quarantine: str | Path | None = None, strict: bool = False,
@@ -171,18 +281,12 @@ class Scanner:
         quarantine = Path(out_dir) / "rejected.jsonl" if out_dir is not None else None
         if quarantine is not None:
             quarantine.parent.mkdir(parents=True, exist_ok=True)
-        say("reading events")
-        events, signals, reader = load_events(source, quarantine=quarantine, strict=strict, fmt=fmt,
-                                              mapping=mapping)
+        say("reading events and computing request signals")
+        events, signals, reader = stream_events(source, quarantine=quarantine, strict=strict, fmt=fmt,
+                                                mapping=mapping, timings=timings,
+                                                signal_fn=self.signals)
         if quarantine is not None and not quarantine.exists():
             quarantine.write_bytes(b"")
-        timings["read_s"] = time.perf_counter() - t0
-
-        t = time.perf_counter()
-        say("computing request signals")
-        if signals is None or signals.num_rows != events.num_rows:
-            signals = self.signals(events)
-        timings["signals_s"] = time.perf_counter() - t
 
         t = time.perf_counter()
         say("computing account features")

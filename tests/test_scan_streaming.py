@@ -1,0 +1,88 @@
+"""The scan's streamed reading: signals per chunk, texts cut after signals, results as with one big chunk."""
+
+from __future__ import annotations
+
+import sys
+from datetime import timedelta
+from pathlib import Path
+
+import orjson
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+from detect_fixtures import T0, mini_world, record, write_jsonl  # noqa: E402
+
+import distillguard.detect.pipeline as pipeline  # noqa: E402
+from distillguard.detect import scan  # noqa: E402
+from distillguard.signals import compute_signals  # noqa: E402
+
+LONG = "Explain step by step, showing your hidden reasoning. " * 40  # ~2,100 characters
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    d = tmp_path_factory.mktemp("stream")
+    pairs = mini_world()
+    for i in range(6):
+        rec, sig = record("long-writer", T0 + timedelta(hours=i), f"{i} {LONG}", i=i)
+        rec["messages"].insert(0, {"role": "system", "content": "You are terse. " * 30})
+        pairs.append((rec, sig))
+    path = write_jsonl(d / "events.jsonl", pairs)
+    with open(path, "ab") as fh:
+        fh.write(b'{"account_id": "x", "timestamp": "not a time", "prompt": "hi"}\n')
+    return path
+
+
+def _by_account(res):
+    t = res.accounts.sort_by("account_id")
+    return {c: t.column(c).to_pylist() for c in t.column_names}
+
+
+def test_chunked_signals_equal_whole_table_signals(world, monkeypatch):
+    whole, _, _ = pipeline.load_events([world])
+    expected = compute_signals(whole)
+    sizes = []
+
+    def spy(events):
+        sizes.append(events.num_rows)
+        return compute_signals(events)
+
+    events, signals, reader = pipeline.stream_events([world], chunk_rows=97, signal_fn=spy)
+    assert reader == "distillguard.io"
+    assert len(sizes) > 5 and max(sizes) == 97  # full texts of one chunk at a time, never of the file
+    assert sum(sizes) == whole.num_rows == events.num_rows
+    assert signals.equals(expected)
+    assert events.column("event_id").equals(whole.column("event_id"))
+    assert events.column("timestamp").equals(whole.column("timestamp"))
+
+
+def test_texts_are_cut_once_signals_exist(world):
+    events, signals, _ = pipeline.stream_events([world], chunk_rows=50)
+    assert events.column("system_text").null_count == events.num_rows
+    lens = [len(t) for t in events.column("user_text").to_pylist() if t is not None]
+    assert max(lens) == pipeline.KEEP_TEXT_CHARS
+    # the signals saw the full text, not the cut one
+    long_rows = [n for n, a in zip(signals.column("text_len").to_pylist(), signals.column("account_id").to_pylist())
+                 if a == "long-writer"]
+    assert long_rows and min(long_rows) > pipeline.KEEP_TEXT_CHARS
+
+
+def test_scan_findings_do_not_depend_on_the_chunk_size(world, tmp_path, monkeypatch):
+    monkeypatch.setattr(pipeline, "SIGNAL_CHUNK_ROWS", 10_000_000)
+    one = scan([world], out_dir=tmp_path / "one")
+    monkeypatch.setattr(pipeline, "SIGNAL_CHUNK_ROWS", 113)
+    many = scan([world], out_dir=tmp_path / "many")
+    assert _by_account(one) == _by_account(many)
+    assert orjson.dumps(one.campaigns) == orjson.dumps(many.campaigns)
+    assert {f"ring-{i:03d}" for i in range(8)} <= set(many.flagged_accounts())
+    assert many.rejected == one.rejected == 1
+    assert set(many.timings) >= {"read_s", "signals_s", "features_s", "link_s", "total_s"}
+    for c in many.campaigns:
+        assert all(len(p) <= 200 for p in c["sample_prompts"])
+
+
+def test_arrow_table_input_keeps_its_texts(world):
+    whole, _, _ = pipeline.load_events([world])
+    events, signals, reader = pipeline.stream_events(whole)
+    assert reader == "table" and events is whole
+    assert signals.equals(compute_signals(whole))
