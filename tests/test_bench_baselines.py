@@ -85,7 +85,7 @@ def test_calibrated_on_benign_and_needs_fit(cls):
         det.score(base)
     det.fit(base)
     out = det.score(_table(_benign(2)))
-    assert out.column_names == ["account_id", "score", "flagged", "n_requests", "explanation"]
+    assert out.column_names == ["account_id", "score", "statistic", "flagged", "n_requests", "explanation"]
     fpr = np.mean(out.column("flagged").to_pylist())
     assert fpr <= 0.15  # calibrated to 5% on another benign seed; allow sampling noise
     assert all(isinstance(e, str) and e for e in out.column("explanation").to_pylist())
@@ -95,7 +95,7 @@ def test_volume_flags_heavy_account():
     det = VolumeBaseline(target_fpr=0.0).fit(_table(_benign(1)))
     out = det.score(_table(_benign(2, 10) + _harvester("heavy", 40))).to_pylist()
     row = next(r for r in out if r["account_id"] == "heavy")
-    assert row["flagged"] and row["score"] == 40
+    assert row["flagged"] and row["statistic"] == 40 and row["score"] > 0.5
     assert "> threshold" in row["explanation"]
 
 
@@ -139,16 +139,28 @@ def test_prada_constant_distances_are_maximally_abnormal():
     same = [("rep", float(i), "exactly the same prompt every time") for i in range(12)]
     row = det.score(_table(_benign(2, 5) + same)).to_pylist()
     rep = next(r for r in row if r["account_id"] == "rep")
-    assert rep["score"] == 1.0 and rep["flagged"]
+    assert rep["statistic"] == 1.0 and rep["flagged"] and rep["score"] > 0.5
 
 
 def test_too_few_requests_not_scored():
     det = MMDBaseline(target_fpr=0.05, min_requests=5).fit(_table(_benign(1)))
     out = det.score(_table([("tiny", 1.0, "hello"), ("tiny", 2.0, "hi")])).to_pylist()
-    assert math.isnan(out[0]["score"]) and not out[0]["flagged"]
+    assert math.isnan(out[0]["statistic"]) and out[0]["score"] == 0.0 and not out[0]["flagged"]
     assert "not tested" in out[0]["explanation"]
 
 
 def test_baselines_registered():
     names = set(available_detectors())
     assert {"baseline-volume", "baseline-prada", "baseline-mmd"} <= names
+
+
+def test_score_is_the_statistic_squashed_around_the_threshold():
+    from distillguard.bench.baselines import squash
+
+    th = 12.0
+    xs = [0.0, 6.0, 11.9, 12.0, 12.1, 100.0, 1e6, 2e6]
+    ys = [squash(x, th) for x in xs]
+    assert all(0.0 <= y <= 1.0 for y in ys)
+    assert all(a < b for a, b in zip(ys, ys[1:]))  # strictly increasing: rankings (AP) unchanged
+    assert ys[3] == 0.5 and ys[2] < 0.5 < ys[4]  # flagged iff above the threshold
+    assert squash(float("nan"), th) == 0.0

@@ -10,6 +10,11 @@ A detector keeps configuration in ``__init__`` keyword arguments, learns from be
 baseline traffic in :meth:`Detector.fit`, keeps learned state in attributes whose names end in ``_``, and
 returns from :meth:`Detector.score` a :class:`pyarrow.Table` with one row per input row, holding the
 declared ``outputs`` columns and an ``explanation`` string column saying which rule or feature fired.
+
+Request-level detectors read events; account-level detectors read the per-account feature table
+(:func:`distillguard.features.account_features`). An account-level detector whose ``inputs`` name raw event
+columns (``timestamp``, ``user_text``, ...) reads events instead and returns one row per account, keyed by an
+``account_id`` column (the benchmark baselines work this way).
 """
 
 from __future__ import annotations

@@ -35,6 +35,7 @@ __all__ = ["AccountBaseline", "VolumeBaseline", "PradaBaseline", "MMDBaseline", 
 RESULT_SCHEMA = pa.schema([
     ("account_id", pa.string()),
     ("score", pa.float64()),
+    ("statistic", pa.float64()),
     ("flagged", pa.bool_()),
     ("n_requests", pa.int64()),
     ("explanation", pa.string()),
@@ -64,11 +65,21 @@ def _columns(table: pa.Table) -> tuple[np.ndarray, np.ndarray]:
     return ids, ts
 
 
+def squash(statistic: float, threshold: float) -> float:
+    """The raw statistic mapped into [0, 1], strictly increasing, 0.5 exactly at the threshold (so
+    ``score > 0.5`` iff flagged, and rankings, hence average precision, are unchanged). The softsign keeps
+    very large statistics distinguishable, unlike a logistic that saturates. Untested accounts score 0."""
+    if math.isnan(statistic):
+        return 0.0
+    z = (statistic - threshold) / max(abs(threshold), 1e-12)
+    return 0.5 + 0.5 * z / (1.0 + abs(z))
+
+
 class AccountBaseline(Detector):
     """Common machinery: per-account scores from arrays, calibration on benign baseline accounts."""
 
     level: ClassVar[str] = "account"
-    outputs: ClassVar[tuple[str, ...]] = ("account_id", "score", "flagged", "n_requests")
+    outputs: ClassVar[tuple[str, ...]] = ("account_id", "score", "statistic", "flagged", "n_requests")
     inputs: ClassVar[tuple[str, ...]] = ("account_id", "timestamp", "user_text", "system_text")
     requires_fit: ClassVar[bool] = True
     uses_embedding: ClassVar[bool] = True
@@ -123,17 +134,18 @@ class AccountBaseline(Detector):
     def score_arrays(self, account_ids, ts, emb: np.ndarray | None) -> pa.Table:
         self._check_fitted()
         groups = group_rows(np.asarray(account_ids, dtype=object), np.asarray(ts))
-        out_ids, scores, flags, counts, why = [], [], [], [], []
+        out_ids, scores, stats, flags, counts, why = [], [], [], [], [], []
         for acc, rows in groups.items():
             s, detail = self._account_score(rows, emb)
             hit = (not math.isnan(s)) and s > self.threshold_
             out_ids.append(acc)
-            scores.append(s)
+            scores.append(squash(s, self.threshold_))
+            stats.append(s)
             flags.append(hit)
             counts.append(len(rows))
             op = ">" if hit else "<="
             why.append(detail if math.isnan(s) else f"{detail}; {self.label} {s:.4g} {op} threshold {self.threshold_:.4g}")
-        return pa.table([out_ids, scores, flags, counts, why], schema=RESULT_SCHEMA)
+        return pa.table([out_ids, scores, stats, flags, counts, why], schema=RESULT_SCHEMA)
 
 
 @register

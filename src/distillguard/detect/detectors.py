@@ -173,6 +173,10 @@ TELLS: dict[str, tuple[type[AccountTell], dict]] = {
 }
 
 
+for _cls, _cfg in TELLS.values():
+    _cls.default_config = dict(_cfg)  # get_detector(name) builds a tell with its shipped configuration
+
+
 def default_tells(overrides: dict[str, dict] | None = None) -> list[AccountTell]:
     """Fresh instances of the built-in tells, with per-tell config overrides (``{name: {weight: 0}}``)."""
     out = []
