@@ -7,7 +7,7 @@ Prints, for each step, wall seconds, events/s and peak RSS (the process and its 
 together, sampled every 20 ms): generate (not timed against anything), duckdb read_json (floor: parse the
 same file into an in-memory table; duckdb_read_json_file: the same into a DuckDB file, the fair floor for
 ingest), scan-read (read_events only, batches counted), ingest (read_events into
-a DuckDB file store). Each measured step runs in a fresh subprocess so peaks do not mix.
+a DuckDB file store); scan_read_fast / ingest_fast: the same through the DuckDB fast path (fast=True). Each measured step runs in a fresh subprocess so peaks do not mix.
 """
 
 from __future__ import annotations
@@ -44,6 +44,20 @@ from distillguard.io import read_events
 n = 0
 for b in read_events(PATH, workers=WORKERS):
     n += b.num_rows
+""",
+    "scan_read_fast": """
+from distillguard.io import read_events
+n = 0
+for b in read_events(PATH, workers=WORKERS, fast=True):
+    n += b.num_rows
+""",
+    "ingest_fast": """
+from distillguard.io import read_events
+from distillguard.store import Store
+st = Store(DB)
+s = st.ingest(read_events(PATH, workers=WORKERS, fast=True))
+n = s.inserted
+st.close()
 """,
     "ingest_memory": """
 from distillguard.io import read_events
@@ -175,8 +189,8 @@ def main() -> None:
             results[step] = (secs, cpu)
             print(f"{step:18s} {n:>10,} events  wall {secs:7.2f} s {n / secs:>10,.0f} events/s  "
                   f"cpu {cpu:7.2f} s  peak RSS {peak / 2**20:7.0f} MiB")
-        for floor_name, steps in (("duckdb_read_json", ("scan_read", "ingest_memory", "ingest")),
-                                  ("duckdb_read_json_file", ("ingest",))):
+        for floor_name, steps in (("duckdb_read_json", ("scan_read", "scan_read_fast", "ingest_memory", "ingest")),
+                                  ("duckdb_read_json_file", ("ingest", "ingest_fast"))):
             floor = results.get(floor_name)
             for step in steps:
                 if floor and step in results:

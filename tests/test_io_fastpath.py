@@ -157,6 +157,35 @@ _record = st.fixed_dictionaries(
 )
 
 
+# records the SQL can decide (so the fast rows themselves are compared, not only the fallback)
+_iso = st.builds(lambda y, mo, d, h, mi, s, f, z: f"{y:04d}-{mo:02d}-{d:02d}T{h:02d}:{mi:02d}:{s:02d}{f}{z}",
+                 st.integers(1970, 2150), st.integers(1, 12), st.integers(1, 28), st.integers(0, 23),
+                 st.integers(0, 59), st.integers(0, 59), st.sampled_from(["", ".5", ".000001", ".123456"]),
+                 st.sampled_from(["Z", "z", "+05:30", "-08:00", "+00:00"]))
+_good_ts = st.one_of(_iso, st.integers(1, 10**11 - 1), st.floats(1e-3, 1e11 - 1),
+                     st.integers(10**11 + 1, 4 * 10**12))
+_good_message = st.fixed_dictionaries({"role": st.sampled_from(["user", "system", "developer", "assistant", "x"]),
+                                       "content": st.one_of(st.none(), _text)})
+_good_record = st.fixed_dictionaries(
+    {"timestamp": _good_ts, "account_id": st.one_of(_text.filter(bool), st.integers(0, 10**12))},
+    optional={
+        "messages": st.lists(_good_message, max_size=4), "prompt": _text,
+        "request_id": st.one_of(_text, st.none()), "model": st.one_of(_text, st.none()),
+        "response": _text, "org_id": _text, "asn": st.one_of(_text, st.integers(-10, 2**64 - 1)),
+        "account_created_at": _good_ts, "max_tokens": st.integers(-2**63 + 1, 2**63 - 1),
+        "status_code": st.integers(0, 999), "reasoning_tokens": st.none(),
+    },
+).filter(lambda r: "messages" in r or "prompt" in r)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(_good_record, min_size=1, max_size=30))
+def test_hypothesis_decidable_records_identical(tmp_path_factory, records):
+    path = tmp_path_factory.mktemp("hypgood") / "g.jsonl"
+    path.write_bytes(b"\n".join(json.dumps(r, ensure_ascii=False).encode() for r in records) + b"\n")
+    assert_same(path)
+
+
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.lists(_record, min_size=1, max_size=30))
 def test_hypothesis_records_identical(tmp_path_factory, records):

@@ -38,7 +38,9 @@ _FIELDS = ("timestamp", "account_id", "messages", "prompt", "asn", "account_crea
 # Raw-text patterns that send a line to Python: tokens DuckDB's JSON reader accepts and orjson refuses
 # (NaN, Infinity, trailing commas), control-character escapes (DuckDB writes \u001A, orjson \u001a) and
 # surrogate escapes (lone surrogates are refused by orjson, and pairs are rare enough not to matter).
-_GUARD = r"NaN|Infinity|,[ \t\r\n]*[\]}]|\\u00[01]|\\u[dD][89a-fA-F]"
+_GUARD_ESC = r"\\u00[01]|\\u[dD][89a-fA-F]"
+_GUARD_COMMA = r",[ \t\r\n]+[\]}]"
+_BLANK = r"[ \t\r\n\v\f]*"
 _ISO = (r"^(19|20|21)[0-9]{2}-[0-9]{2}-[0-9]{2}T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\.[0-9]{1,6})?"
         r"([zZ]|[+-]([01][0-9]|2[0-3]):[0-5][0-9])$")
 _BIGINT_MIN = -(2**63)
@@ -69,18 +71,22 @@ def _ts_expr(t: str, v: str) -> str:
 
 
 def _build_sql() -> str:
+    """One statement: a guard per line, a handful of JSON parses per accepted line (types of every field,
+    the key list, the values as one struct, the types and keys of the message items), then the columns."""
     paths = ", ".join(_q("$." + f) for f in _FIELDS)
     idx = {f: i + 1 for i, f in enumerate(_FIELDS)}
     known = "[" + ", ".join(_q(f) for f in sorted(INPUT_FIELDS)) + "]"
-
-    def v(f):
-        return f"v[{idx[f]}]"
+    struct = "{" + ", ".join(f'"{f}": "VARCHAR"' for f in _FIELDS if f not in ("messages", "tools")) \
+        + ', "messages": [{"role": "VARCHAR", "content": "VARCHAR"}]}'
 
     def sv(f):
-        return f"sv[{idx[f]}]"
+        return f"s.{f}"
 
     def t(f):
         return f"coalesce(ty[{idx[f]}], 'NULL')"
+
+    def as_int_text(f):  # str(int) of an integer JSON value, as Python writes it ("-0" is 0)
+        return f"TRY_CAST(TRY_CAST({sv(f)} AS HUGEINT) AS VARCHAR)"
 
     str_ok = " AND ".join(f"{t(f)} IN ('VARCHAR', 'NULL')" for f in _STR_FIELDS)
     int_ok = " AND ".join(
@@ -88,81 +94,77 @@ def _build_sql() -> str:
         f" AND TRY_CAST({sv(f)} AS BIGINT) > {_BIGINT_MIN}))" for f in _INT_FIELDS)
     str_cols = ",\n      ".join(f"CASE WHEN {t(f)} = 'VARCHAR' THEN {sv(f)} END AS {f}" for f in _STR_FIELDS)
     int_cols = ",\n      ".join(f"CASE WHEN {t(f)} <> 'NULL' THEN TRY_CAST({sv(f)} AS BIGINT) END AS {f}"
-                               for f in _INT_FIELDS)
-    msg = v("messages")
-    # per message: [keys ok, role, content type, content text]
+                               for f in _INT_FIELDS if f != "status_code")
+    g = (f"strlen(line) < 1000000 AND NOT contains(line, 'NaN') AND NOT contains(line, 'Infinity')"
+         f" AND NOT contains(line, ',]') AND NOT contains(line, ',}}')"
+         f" AND NOT (contains(line, '\\u') AND regexp_matches(line, {_q(_GUARD_ESC)}))"
+         f" AND NOT regexp_matches(line, {_q(_GUARD_COMMA)}) AND json_valid(line)")
     return f"""
-WITH raw AS (
-  SELECT ln, line, force,
-         trim(line, ' ' || chr(9) || chr(10) || chr(13) || chr(11) || chr(12)) = '' AND NOT force AS blank
-  FROM blk
-), guarded AS MATERIALIZED (
-  SELECT ln, line, blank,
-         NOT blank AND NOT force AND strlen(line) < 1000000 AND NOT regexp_matches(line, {_q(_GUARD)})
-         AND json_valid(line) AS g
-  FROM raw
-), parsed AS MATERIALIZED (
-  SELECT ln, blank,
-         CASE WHEN g THEN json_extract(line, [{paths}]) END AS v,
-         CASE WHEN g THEN json_extract_string(line, [{paths}]) END AS sv,
-         CASE WHEN g THEN json_type(line, [{paths}]) END AS ty,
-         CASE WHEN g THEN json_keys(line) END AS k
-  FROM guarded
-), typed AS MATERIALIZED (
+WITH parsed AS (
+  SELECT ln, ty, k, s, mty, rty, cty, mk FROM (
+    SELECT ln, line, g,
+      CASE WHEN g THEN json_type(line, [{paths}]) END AS ty,
+      CASE WHEN g THEN json_keys(line) END AS k,
+      CASE WHEN g THEN json_transform(line, {_q(struct)}) END AS s,
+      CASE WHEN g THEN json_type(line, '$.messages[*]') END AS mty,
+      CASE WHEN g THEN json_type(line, '$.messages[*].role') END AS rty,
+      CASE WHEN g THEN json_type(line, '$.messages[*].content') END AS cty,
+      CASE WHEN g THEN json_keys(line, '$.messages[*]') END AS mk
+    FROM (SELECT ln, line, NOT force AND NOT regexp_full_match(line, {_q(_BLANK)}) AND {g} AS g,
+                 NOT force AND regexp_full_match(line, {_q(_BLANK)}) AS blank
+          FROM blk)
+    WHERE NOT blank
+  )
+), checked AS (
   SELECT *,
-    CASE WHEN {t("messages")} = 'ARRAY' THEN
-      list_transform(CAST(json_extract({msg}, '$[*]') AS JSON[]), lambda m: struct_pack(
-        mk := json_keys(m), mt := json_type(m, ['$.role', '$.content']),
-        ms := json_extract_string(m, ['$.role', '$.content'])))
-    END AS msgs
-  FROM parsed
-), checked AS MATERIALIZED (
-  SELECT *,
-    v IS NOT NULL
+    ty IS NOT NULL
     AND len(k) = len(list_distinct(k)) AND list_has_all({known}, k)
     AND ({t("account_id")} = 'VARCHAR' AND {sv("account_id")} <> ''
          OR {t("account_id")} IN ('BIGINT', 'UBIGINT'))
-    AND {t("messages")} IN ('ARRAY', 'NULL') AND {t("prompt")} IN ('VARCHAR', 'NULL')
-    AND NOT ({t("messages")} = 'NULL' AND {t("prompt")} = 'NULL')
-    AND coalesce(list_bool_and(list_transform(msgs, lambda x: len(x.mk) = len(list_distinct(x.mk)) AND list_has_all(['role', 'content'], x.mk)
-          AND coalesce(x.mt[1], '') = 'VARCHAR' AND coalesce(x.mt[2], 'NULL') IN ('VARCHAR', 'NULL'))), true)
+    AND {t("prompt")} IN ('VARCHAR', 'NULL')
+    AND ({t("messages")} = 'NULL' AND {t("prompt")} = 'VARCHAR'
+         OR {t("messages")} = 'ARRAY'
+            AND len(mty) = len(s.messages) AND len(rty) = len(mty) AND len(cty) = len(mty)
+            AND (len(mty) = 0 OR list_distinct(mty) = ['OBJECT'] AND list_distinct(rty) = ['VARCHAR']
+                 AND list_has_all(['VARCHAR', 'NULL'], cty) AND len(flatten(mk)) = 2 * len(mty)))
     AND {t("tools")} = 'NULL'
     AND {t("asn")} IN ('VARCHAR', 'BIGINT', 'UBIGINT', 'NULL')
     AND {str_ok} AND {int_ok}
     AND ({t("status_code")} = 'NULL' OR TRY_CAST({sv("status_code")} AS BIGINT) BETWEEN 0 AND 999)
     AS pre
-  FROM typed
-), derived AS MATERIALIZED (
-  SELECT ln, blank, pre,
+  FROM parsed
+), derived AS (
+  SELECT ln, pre,
     CASE WHEN pre THEN {_ts_expr(t("timestamp"), sv("timestamp"))} END AS timestamp,
     CASE WHEN pre AND {t("account_created_at")} <> 'NULL'
          THEN {_ts_expr(t("account_created_at"), sv("account_created_at"))} END AS account_created_at,
-    CASE WHEN pre THEN {t("account_created_at")} <> 'NULL' END AS has_created,
-    CASE WHEN pre THEN {sv("account_id")} END AS account_id,
-    CASE WHEN pre AND {t("asn")} <> 'NULL' THEN {sv("asn")} END AS asn,
-    CASE WHEN pre AND {t("prompt")} = 'VARCHAR' THEN {sv("prompt")} END AS prompt,
-    CASE WHEN pre AND msgs IS NOT NULL THEN
-      '[' || array_to_string(list_transform(msgs, lambda x:
-          '{{' || CASE WHEN list_contains(x.mk, 'content') THEN '"content":' || coalesce(to_json(CASE WHEN x.mt[2] = 'VARCHAR' THEN x.ms[2] END)::VARCHAR, 'null') || ','
-                       ELSE '' END
-          || '"role":' || to_json(x.ms[1])::VARCHAR || '}}'), ',') || ']'
+    {t("account_created_at")} <> 'NULL' AS has_created,
+    CASE WHEN {t("account_id")} = 'VARCHAR' THEN {sv("account_id")} ELSE {as_int_text("account_id")} END
+      AS account_id,
+    CASE WHEN {t("asn")} = 'VARCHAR' THEN {sv("asn")} WHEN {t("asn")} <> 'NULL' THEN {as_int_text("asn")} END
+      AS asn,
+    CASE WHEN pre AND {t("messages")} = 'ARRAY' THEN
+      '[' || array_to_string(list_transform(s.messages, lambda m:
+          '{{"content":' || coalesce(to_json(m.content)::VARCHAR, 'null') || ',"role":' || to_json(m.role)::VARCHAR
+          || '}}'), ',') || ']'
     END AS messages,
-    CASE WHEN pre THEN list_transform(list_filter(msgs, lambda x: x.ms[1] IN ('system', 'developer')),
-                                      lambda x: CASE WHEN x.mt[2] = 'VARCHAR' THEN x.ms[2] ELSE '' END) END AS sys_parts,
-    CASE WHEN pre THEN list_transform(list_filter(msgs, lambda x: x.ms[1] = 'user'),
-                                      lambda x: CASE WHEN x.mt[2] = 'VARCHAR' THEN x.ms[2] ELSE '' END) END AS user_parts,
-    CASE WHEN pre THEN coalesce(len(msgs), 1) END AS n_messages,
+    CASE WHEN pre AND {t("messages")} = 'ARRAY' THEN list_transform(
+      list_filter(s.messages, lambda m: m.role IN ('system', 'developer')), lambda m: coalesce(m.content, ''))
+    END AS sys_parts,
+    CASE WHEN pre THEN
+      CASE WHEN {t("messages")} = 'ARRAY' THEN list_transform(list_filter(s.messages, lambda m: m.role = 'user'),
+                                                              lambda m: coalesce(m.content, ''))
+           ELSE []::VARCHAR[] END
+      || CASE WHEN {t("prompt")} = 'VARCHAR' THEN [s.prompt] ELSE []::VARCHAR[] END
+    END AS uparts,
+    CASE WHEN {t("messages")} = 'ARRAY' THEN len(s.messages) ELSE 1 END AS n_messages,
     {str_cols},
-    {int_cols}
+    {int_cols},
+    CASE WHEN {t("status_code")} <> 'NULL' THEN TRY_CAST({sv("status_code")} AS INTEGER) END AS status_code
   FROM checked
-), joined AS (
-  SELECT *,
-    CASE WHEN pre THEN coalesce(user_parts, []::VARCHAR[])
-                       || CASE WHEN prompt IS NOT NULL THEN [prompt] ELSE []::VARCHAR[] END END AS uparts
-  FROM derived
 )
-SELECT ln, blank,
-  pre AND timestamp IS NOT NULL AND (NOT has_created OR account_created_at IS NOT NULL) AS ok,
+SELECT ln,
+  coalesce(pre AND timestamp IS NOT NULL AND (NOT has_created OR account_created_at IS NOT NULL), false) AS ok,
   CASE WHEN coalesce(request_id, '') = '' THEN
     'h:' || sha256(account_id || chr(31) || coalesce(model, '') || chr(31) || coalesce(messages, '') || chr(31)
                    || array_to_string(uparts, chr(10) || chr(10)) || chr(31)
@@ -181,11 +183,9 @@ SELECT ln, blank,
   n_messages::INTEGER AS n_messages, len(uparts)::INTEGER AS n_user_turns,
   NULL::VARCHAR AS tools, 0::INTEGER AS n_tools,
   max_tokens, reasoning_effort, response, reasoning_content, input_tokens, output_tokens, reasoning_tokens,
-  TRY_CAST(status_code AS INTEGER) AS status_code, NULL::VARCHAR AS extra,
+  status_code, NULL::VARCHAR AS extra,
   $label || ':' || ln::VARCHAR AS source
-FROM joined
-WHERE NOT blank
-ORDER BY ln
+FROM derived
 """
 
 
@@ -236,24 +236,17 @@ def _line_arrays(data: bytes, first_line: int) -> tuple[pa.Table, np.ndarray]:
         starts = starts[:-1]
     ends = np.concatenate((nl, [len(data)])).astype(np.int64)[: len(starts)]
     n = len(starts)
-    # offsets into the data: line i is data[starts[i]:ends[i]] (newline excluded); build a large_binary array
-    # whose value i spans exactly that, by interleaving is impossible, so use a take over a flat view
-    offsets = np.empty(2 * n, dtype=np.int64)
-    offsets[0::2], offsets[1::2] = starts, ends
-    # value j of `spans` is data[offsets[j]:offsets[j+1]]: even j are the lines, odd j the newlines
-    full_offsets = np.concatenate((offsets, [len(data)]))
-    spans = pa.LargeBinaryArray.from_buffers(pa.large_binary(), 2 * n,
-                                             [None, pa.py_buffer(full_offsets), pa.py_buffer(data)])
-    lines = spans.take(pa.array(np.arange(0, 2 * n, 2, dtype=np.int64)))
+    # value i spans data[starts[i]:starts[i+1]]: the line with its newline (JSON whitespace), zero-copy
+    offsets = np.concatenate((starts, [len(data)])).astype(np.int64)
     force = np.zeros(n, dtype=bool)
+    text = pa.LargeStringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(data))
     try:
-        text = lines.cast(pa.large_string())
+        text.validate(full=True)
     except pa.ArrowInvalid:  # some line is not UTF-8: those go to Python, which names the byte
-        py = lines.to_pylist()
         clean = []
-        for i, b in enumerate(py):
+        for i in range(n):
             try:
-                clean.append(b.decode("utf-8"))
+                clean.append(data[offsets[i]:offsets[i + 1]].decode("utf-8"))
             except UnicodeDecodeError:
                 clean.append("")
                 force[i] = True
