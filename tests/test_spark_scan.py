@@ -155,3 +155,15 @@ def test_make_scanner(spark):
         make_scanner("flink")
     # a session created elsewhere is reused, not replaced
     assert spark_session() is spark
+
+
+def test_uri_helpers():
+    from pathlib import Path
+
+    from distillguard.engine.spark import is_uri, restore_uri
+
+    assert restore_uri(Path("s3a://bucket/logs/a.jsonl.gz")) == "s3a://bucket/logs/a.jsonl.gz"
+    assert restore_uri(Path("hdfs://nn:8020/x")) == "hdfs://nn:8020/x"
+    assert restore_uri(Path("/tmp/a.jsonl")) == "/tmp/a.jsonl"
+    assert restore_uri(Path("file:///tmp/a.jsonl")) == "file:/tmp/a.jsonl"
+    assert is_uri("gs://b/x") and not is_uri("/tmp/x") and not is_uri("rel/x.jsonl")

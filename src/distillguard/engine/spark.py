@@ -30,7 +30,7 @@ from distillguard.detect.scoring import Calibration, DetectConfig
 from distillguard.schema import EVENT_SCHEMA
 from distillguard.signals import SIGNAL_INPUTS, SIGNAL_SCHEMA
 
-__all__ = ["SparkScanner", "spark_session", "read_events", "compute_signals_spark", "to_local"]
+__all__ = ["SparkScanner", "spark_session", "read_events", "compute_signals_spark", "to_local", "restore_uri", "is_uri"]
 
 #: event columns no scan stage reads (same list as the local reader's slim mode)
 _UNUSED = ("messages", "tools", "response", "reasoning_content", "extra")
@@ -76,6 +76,24 @@ def spark_session(master: str | None = None, conf: dict | None = None, app_name:
     spark = builder.getOrCreate()
     spark.conf.set("spark.sql.session.timeZone", "UTC")
     return spark
+
+
+def restore_uri(path: Any) -> str:
+    """``s3a://b/k`` back from the ``s3a:/b/k`` that a ``pathlib.Path`` makes of it (CLI arguments)."""
+    import re
+
+    text = str(path)
+    m = re.match(r"^([A-Za-z][A-Za-z0-9+.-]+):/(?!/)", text)
+    if not m or m.group(1).lower() == "file":  # file:/x is already a valid local URI
+        return text
+    return f"{m.group(1)}://{text[m.end():]}"
+
+
+def is_uri(path: Any) -> bool:
+    """Whether ``path`` names a location with a scheme (``hdfs:``, ``s3a:`` ...), not a local file."""
+    import re
+
+    return re.match(r"^[A-Za-z][A-Za-z0-9+.-]+:/", str(path)) is not None
 
 
 def _spark_schema(schema: pa.Schema):
