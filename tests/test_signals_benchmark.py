@@ -104,3 +104,18 @@ def test_real_corpora_index_is_cached(tmp_path, monkeypatch):
     m = list(iter_items("mbpp", folder))[3]
     r = score_request(None, m.text.replace("Write a function", "Please write a function"), benchmark_index=ix)
     assert r["benchmark"] == "mbpp" and r["benchmark_item"] == m.item_id
+
+
+def test_items_sharing_shingles_each_find_themselves():
+    """Shingles held by several items (runs of equal hashes in the index) count for every one of them."""
+    common = "Read the passage below carefully and answer the question that follows it using only the passage."
+    items = [("mmlu", f"mmlu/x/{i}", f"{common} Passage: {body}")
+             for i, body in enumerate(["The river floods every spring because snow melts upstream in April.",
+                                       "Bees navigate by the sun and dance to tell others where flowers grow.",
+                                       "Copper wires carry current well since electrons move freely in metals."])]
+    idx = BenchmarkIndex.from_items(items)
+    for _, item_id, text in items:
+        r = score_request(None, text, benchmark_index=idx)
+        assert r["benchmark_item"] == item_id and r["benchmark_score"] == pytest.approx(1.0)
+    r = score_request(None, common, benchmark_index=idx)  # the shared part alone: about half of each item
+    assert r["benchmark_score"] < 0.7

@@ -221,3 +221,19 @@ def test_forked_workers_give_identical_rows(monkeypatch):
     monkeypatch.setenv("DISTILLGUARD_SIGNAL_WORKERS", "x")
     with pytest.raises(ValueError, match="DISTILLGUARD_SIGNAL_WORKERS"):
         compute_signals(events(rows), benchmark_index=EMPTY)
+
+
+def test_simhash_same_for_any_feature_order_and_split():
+    rng = np.random.default_rng(3)
+    n = T.SMALL + 30
+    doc = np.sort(rng.integers(0, n, 5000))
+    feat = rng.integers(0, 2**63, 5000, dtype=np.int64).view(np.uint64)
+    ref = T.simhash(feat, doc, n, chunk=700)  # ordered: segment sums across chunk borders
+    perm = rng.permutation(len(doc))
+    assert np.array_equal(T.simhash(feat[perm], doc[perm], n), ref)  # unordered: sparse product
+    assert np.array_equal(T.simhash_parts([(feat[:1234], doc[:1234]), (feat[1234:], doc[1234:])], n), ref)
+    # bit k set where more than half of the document's features have it
+    d0 = feat[doc == doc[0]]
+    bits = ((d0[:, None] >> np.arange(64, dtype=np.uint64)) & np.uint64(1)).sum(axis=0)
+    want = int(sum(1 << k for k in range(64) if bits[k] * 2 > len(d0)))
+    assert int(ref[doc[0]].view(np.uint64)) == want

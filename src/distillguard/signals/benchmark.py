@@ -37,8 +37,7 @@ SHINGLE = 5
 INDEX_VERSION = 4
 MAX_ITEMS_PER_SHINGLE = 5
 MIN_ITEM_SHINGLES = 3
-_BITMAP_BITS = 24
-_BITMAP_MASK = (1 << _BITMAP_BITS) - 1
+_BITMAP_BITS = 28
 
 
 def cache_dir() -> Path:
@@ -71,8 +70,18 @@ class BenchmarkIndex:
         self.threshold = float(threshold)
         # bitmap prefilter: most query shingles are in no item, and a bitmap lookup is far cheaper than a
         # binary search over the sorted hashes
-        self._bits = np.zeros(1 << _BITMAP_BITS, dtype=bool)
-        self._bits[(self.hashes & np.uint64(_BITMAP_MASK)).astype(np.int64)] = True
+        # end of each run of equal hashes (a shingle shared by several items), so a query needs one search
+        ends = np.append(np.flatnonzero(self.hashes[1:] != self.hashes[:-1]) + 1, len(self.hashes))
+        self._run_end = np.repeat(ends, np.diff(ends, prepend=0)).astype(np.int32)
+        # (one bit per slot, packed: 2^28 bits = 32 MiB keeps it sparse for millions of shingles)
+        slots = (self.hashes >> np.uint64(64 - _BITMAP_BITS)).astype(np.int64)
+        self._bits = np.zeros(1 << (_BITMAP_BITS - 3), dtype=np.uint8)
+        np.bitwise_or.at(self._bits, slots >> 3, (1 << (slots & 7)).astype(np.uint8))
+
+    def _maybe(self, sh: np.ndarray) -> np.ndarray:
+        """Boolean: which query shingle hashes may be in the index (no false negatives)."""
+        slots = (sh >> np.uint64(64 - _BITMAP_BITS)).astype(np.int64)
+        return ((self._bits[slots >> 3] >> (slots & 7).astype(np.uint8)) & 1).astype(bool)
 
     def __len__(self) -> int:
         return len(self.item_ids)
@@ -173,7 +182,7 @@ class BenchmarkIndex:
         span_e = np.full(n_docs, -1, np.int64)
         if not len(self.hashes) or not len(sh):
             return best, score, span_s, span_e
-        maybe = self._bits[(sh & np.uint64(_BITMAP_MASK)).astype(np.int64)]
+        maybe = self._maybe(sh)
         sh, sdoc, spos = sh[maybe], sdoc[maybe], spos[maybe]
         lo = np.searchsorted(self.hashes, sh, "left")
         # most shingles are absent: the right bound only for those found at lo
@@ -181,7 +190,7 @@ class BenchmarkIndex:
         if not len(hit):
             return best, score, span_s, span_e
         lo_hit = lo[hit]
-        reps = np.searchsorted(self.hashes, sh[hit], "right") - lo_hit
+        reps = self._run_end[lo_hit] - lo_hit
         q = np.repeat(hit, reps)  # query shingle index of each (shingle, item) hit
         offs = np.arange(len(q)) - np.repeat(np.cumsum(reps) - reps, reps)
         items = self.item[np.repeat(lo_hit, reps) + offs].astype(np.int64)

@@ -119,7 +119,7 @@ def analyse(system_texts, user_texts, *, model: ExtractionModel | None = None, r
     kh, kd = mh[keep], md[keep]
     template_id = _template_ids(kh, kd, n)
     bi, bid, _ = T.ngram_hashes(kh, kd, 2)
-    sig = T.simhash(np.concatenate([T.mix64(kh), bi]), np.concatenate([kd, bid]), n)
+    sig = T.simhash_parts([(T.mix64(kh), kd), (bi, bid)], n)
 
     caps = capability_of(votes, n_tok)
     if small:

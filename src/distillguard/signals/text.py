@@ -29,6 +29,7 @@ __all__ = [
     "mix64",
     "ngram_hashes",
     "simhash",
+    "simhash_parts",
 ]
 
 _U64 = np.uint64
@@ -203,37 +204,64 @@ def ngram_hashes(h: np.ndarray, doc: np.ndarray, n: int) -> tuple[np.ndarray, np
     return acc[ok], doc[:m][ok], pos
 
 
-def simhash(feat: np.ndarray, doc: np.ndarray, n_docs: int, chunk: int = 500_000) -> np.ndarray:
-    """64-bit SimHash per document from feature hashes ``feat`` (uint64) with document index ``doc``
-    (any order). Returns int64 (the same bits, signed, so it fits Arrow/Parquet int64); 0 for a document
-    without features."""
+def _bits(f: np.ndarray) -> np.ndarray:
+    """(m, 64) uint8: bit k of each uint64 feature, least significant first (little-endian byte view)."""
+    f = np.ascontiguousarray(f, dtype=np.uint64)
+    return np.unpackbits(f.view(np.uint8).reshape(-1, 8), axis=1, bitorder="little")
+
+
+def _add_bit_counts(ones: np.ndarray, feat: np.ndarray, doc: np.ndarray, chunk: int) -> None:
+    """Add to ``ones[d, k]`` the number of features of document d with bit k set."""
     import scipy.sparse as sp
 
+    n_docs = len(ones)
+    ordered = len(doc) < 2 or bool(np.all(doc[1:] >= doc[:-1]))
+    for s in range(0, len(feat), chunk):
+        d = doc[s:s + chunk]
+        bits = _bits(feat[s:s + chunk])
+        if ordered:  # runs of one document: segment sums, no float copy of the bits
+            lead = np.empty(len(d), bool)
+            lead[0] = True
+            np.not_equal(d[1:], d[:-1], out=lead[1:])
+            starts = np.flatnonzero(lead)
+            ones[d[starts]] += np.add.reduceat(bits, starts, axis=0, dtype=np.int32)
+        else:
+            ind = sp.csr_matrix((np.ones(len(d), np.float32), (d, np.arange(len(d)))), shape=(n_docs, len(d)))
+            ones += ind @ bits.astype(np.float32)
+
+
+def simhash_parts(parts: list[tuple[np.ndarray, np.ndarray]], n_docs: int, chunk: int = 262_144) -> np.ndarray:
+    """:func:`simhash` over the union of several (feature hashes, document index) parts; a part whose
+    document index is non-decreasing is summed by segments (faster)."""
     ones = np.zeros((n_docs, 64), dtype=np.float64)
-    if n_docs <= SMALL:  # a few documents: skip the sparse-matrix set-up
+    total = np.zeros(n_docs, np.float64)
+    if n_docs <= SMALL:  # a few documents: skip the set-up
+        feat = np.concatenate([p[0] for p in parts]) if parts else np.empty(0, np.uint64)
+        doc = np.concatenate([p[1] for p in parts]) if parts else np.empty(0, np.int64)
         if len(feat):
-            f = np.ascontiguousarray(feat, dtype=np.uint64)
-            bits = np.unpackbits(f.view(np.uint8).reshape(-1, 8), axis=1, bitorder="little")
+            bits = _bits(feat)
             if n_docs == 1:
                 ones[0] = bits.sum(axis=0)
             else:  # one-hot product: exact integer counts, far cheaper than np.add.at
-                onehot = np.zeros((n_docs, len(f)), np.float64)
-                onehot[doc, np.arange(len(f))] = 1.0
+                onehot = np.zeros((n_docs, len(feat)), np.float64)
+                onehot[doc, np.arange(len(feat))] = 1.0
                 ones = onehot @ bits.astype(np.float64)
-        chunk = len(feat) + 1
-        feat = feat[:0]
-    for s in range(0, len(feat), chunk):
-        f = np.ascontiguousarray(feat[s:s + chunk], dtype=np.uint64)
-        d = doc[s:s + chunk]
-        # bit k of each feature, least significant first
-        bits = np.unpackbits(f.view(np.uint8).reshape(-1, 8), axis=1, bitorder="little").astype(np.float32)
-        ind = sp.csr_matrix((np.ones(len(f), np.float32), (d, np.arange(len(f)))), shape=(n_docs, len(f)))
-        ones += ind @ bits
-    total = np.bincount(doc, minlength=n_docs).astype(np.float64)
-    # the little-endian byte view above matches this bit order on little-endian machines
+        total += np.bincount(doc, minlength=n_docs)
+    else:
+        for feat, doc in parts:
+            if len(feat):
+                _add_bit_counts(ones, feat, doc, chunk)
+                total += np.bincount(doc, minlength=n_docs)
     set_bits = (ones * 2 > total[:, None]).astype(np.uint64)
     sig = (set_bits << np.arange(64, dtype=np.uint64)).sum(axis=1, dtype=np.uint64)
     return sig.view(np.int64)
+
+
+def simhash(feat: np.ndarray, doc: np.ndarray, n_docs: int, chunk: int = 262_144) -> np.ndarray:
+    """64-bit SimHash per document from feature hashes ``feat`` (uint64) with document index ``doc``
+    (any order). Returns int64 (the same bits, signed, so it fits Arrow/Parquet int64); 0 for a document
+    without features."""
+    return simhash_parts([(feat, doc)], n_docs, chunk)
 
 
 # --- vectorised (Arrow / RE2) versions used by the batch and the single-request path -------------------
