@@ -54,9 +54,14 @@ def signals_batch(items: Sequence[Item]) -> list[dict]:
 class BatchScorer:
     """``await scorer.score(system, user, tools)``; concurrent calls are scored together by ``batch_fn``."""
 
-    def __init__(self, batch_fn: Callable[[Sequence[Item]], list[dict]] = signals_batch, max_batch: int = 128):
+    def __init__(self, batch_fn: Callable[[Sequence[Item]], list[dict]] = signals_batch, max_batch: int = 128,
+                 inline_max: int | None = None):
         self.batch_fn = batch_fn
         self.max_batch = max_batch
+        #: batches up to this size are scored on the event loop itself: the signals fast path takes well under
+        #: a millisecond per request and holds the GIL, so a thread hop only adds GIL hand-over delay. Default:
+        #: 2 for signals_batch, 0 (always a worker thread) for any other scorer.
+        self.inline_max = (2 if batch_fn is signals_batch else 0) if inline_max is None else inline_max
         self._pending: list[tuple[Item, asyncio.Future]] = []
         self._running = False
         self.batches = 0  # number of batch_fn calls (for tests and metrics)
@@ -76,7 +81,10 @@ class BatchScorer:
                 items = [it for it, _ in batch]
                 self.batches += 1
                 try:
-                    results = await asyncio.to_thread(self.batch_fn, items)
+                    if len(items) <= self.inline_max:
+                        results = self.batch_fn(items)
+                    else:
+                        results = await asyncio.to_thread(self.batch_fn, items)
                     if len(results) != len(items):
                         raise RuntimeError(f"batch scorer returned {len(results)} results for {len(items)} requests")
                 except Exception as exc:  # every waiter gets the failure (fail_mode decides)
