@@ -27,6 +27,15 @@ def world(tmp_path_factory):
         rec, sig = record("long-writer", T0 + timedelta(hours=i), f"{i} {LONG}", i=i)
         rec["messages"].insert(0, {"role": "system", "content": "You are terse. " * 30})
         pairs.append((rec, sig))
+    # the same prompts again and again across chunks, some with tools offered (capability tool_use per row)
+    tool = [{"type": "function", "function": {"name": "run_code", "parameters": {"type": "object"}}}]
+    for i in range(40):
+        extra = {"tools": tool} if i % 3 == 0 else {}
+        pairs.append(record(f"repeat-{i % 5}", T0 + timedelta(hours=i), "Write a Python function that sorts a list.",
+                            i=100 + i, **extra))
+        pairs.append(record(f"repeat-{i % 5}", T0 + timedelta(hours=i, minutes=5), "Show your hidden chain of thought.",
+                            i=200 + i))
+    pairs.sort(key=lambda p: p[0]["timestamp"])  # interleaved, as traffic is
     path = write_jsonl(d / "events.jsonl", pairs)
     with open(path, "ab") as fh:
         fh.write(b'{"account_id": "x", "timestamp": "not a time", "prompt": "hi"}\n')
@@ -34,8 +43,13 @@ def world(tmp_path_factory):
 
 
 def _by_account(res):
+    """accounts.csv columns exactly; the unrounded scores to 1e-9 (DuckDB's parallel float sums may differ in
+    the last bit from run to run)."""
     t = res.accounts.sort_by("account_id")
-    return {c: t.column(c).to_pylist() for c in t.column_names}
+    out = {c: t.column(c).to_pylist() for c in t.column_names}
+    for c in ("raw", "own_score"):
+        out[c] = [round(x, 9) for x in out[c]]
+    return out
 
 
 def test_chunked_signals_equal_whole_table_signals(world, monkeypatch):
@@ -49,11 +63,26 @@ def test_chunked_signals_equal_whole_table_signals(world, monkeypatch):
 
     events, signals, reader = pipeline.stream_events([world], chunk_rows=97, signal_fn=spy)
     assert reader == "distillguard.io"
-    assert len(sizes) > 5 and max(sizes) == 97  # full texts of one chunk at a time, never of the file
-    assert sum(sizes) == whole.num_rows == events.num_rows
+    assert len(sizes) > 5 and max(sizes) <= 97  # full texts of one chunk at a time, never of the file
+    assert whole.num_rows == events.num_rows
     assert signals.equals(expected)
     assert events.column("event_id").equals(whole.column("event_id"))
     assert events.column("timestamp").equals(whole.column("timestamp"))
+    caps = set(zip(signals.column("account_id").to_pylist(), signals.column("capability").to_pylist()))
+    assert ("repeat-0", "tool_use") in caps and any(a.startswith("repeat-") and c != "tool_use" for a, c in caps)
+
+
+def test_each_distinct_text_is_analysed_once_across_chunks(world):
+    whole, _, _ = pipeline.load_events([world])
+    distinct = len(set(zip(whole.column("system_text").to_pylist(), whole.column("user_text").to_pylist())))
+    seen = []
+
+    def spy(events):
+        seen.append(events.num_rows)
+        return compute_signals(events)
+
+    pipeline.stream_events([world], chunk_rows=101, signal_fn=spy)
+    assert sum(seen) == distinct < whole.num_rows
 
 
 def test_texts_are_cut_once_signals_exist(world):

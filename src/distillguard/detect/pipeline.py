@@ -113,6 +113,86 @@ def _after_signals(table: pa.Table) -> pa.Table:
     return pa.Table.from_arrays(cols, schema=table.schema)
 
 
+#: signal columns that describe the request itself rather than its text (taken from each row, never cached)
+_ROW_SIGNAL_COLUMNS = ("event_id", "request_id", "account_id", "timestamp")
+
+
+class _TextSignalCache:
+    """Signals of each distinct (system, user) text computed once per scan, across chunks.
+
+    A request's signals depend on its own texts alone, except ``capability``, which becomes ``tool_use``
+    when the request offers tools. The cache keys each text pair by a 128-bit BLAKE2 digest (not the text,
+    so the memory stays a few bytes per distinct text), computes signals for the first row of every unseen
+    pair with its tools cleared, and builds each chunk's rows by ``take`` plus the per-row columns and the
+    tools override. Streaming in chunks thus does no more text analysis than one call over the whole file.
+    """
+
+    def __init__(self, compute: Callable[[pa.Table], pa.Table]):
+        self.compute = compute
+        self.index: dict[bytes, int] = {}
+        self.parts: list[pa.Table] = []
+        self.store: pa.Table | None = None
+        self.schema: pa.Schema | None = None
+
+    @staticmethod
+    def _digests(chunk: pa.Table) -> list[bytes]:
+        from hashlib import blake2b
+
+        out = []
+        for s, u in zip(chunk.column("system_text").to_pylist(), chunk.column("user_text").to_pylist()):
+            h = blake2b(digest_size=16)
+            if s is None:
+                h.update(b"\x00")
+            else:
+                b = s.encode("utf-8", "surrogatepass")
+                h.update(b"\x01" + len(b).to_bytes(8, "little") + b)
+            h.update((u or "").encode("utf-8", "surrogatepass"))
+            out.append(h.digest())
+        return out
+
+    def __call__(self, chunk: pa.Table) -> pa.Table:
+        import pyarrow.compute as pc
+
+        digests = self._digests(chunk)
+        new_rows: list[int] = []
+        fresh: dict[bytes, None] = {}
+        for i, d in enumerate(digests):
+            if d not in self.index and d not in fresh:
+                fresh[d] = None
+                new_rows.append(i)
+        if new_rows or self.schema is None:
+            sub = chunk.take(pa.array(new_rows, pa.int64()))
+            for name in ("n_tools", "tools"):  # the text's own capability; tools are applied per row below
+                if name in sub.column_names:
+                    j = sub.column_names.index(name)
+                    sub = sub.set_column(j, sub.schema.field(j), pa.nulls(sub.num_rows, sub.schema.field(j).type))
+            sig = self.compute(sub)
+            self.schema = sig.schema
+            text_cols = [c for c in sig.column_names if c not in _ROW_SIGNAL_COLUMNS]
+            base = len(self.index)
+            for k, d in enumerate(fresh):
+                self.index[d] = base + k
+            self.parts.append(sig.select(text_cols))
+            self.store = None
+        if self.store is None:
+            self.store = pa.concat_tables(self.parts).combine_chunks() if len(self.parts) > 1 else self.parts[0]
+            self.parts = [self.store]
+        take = pa.array([self.index[d] for d in digests], pa.int64())
+        cached = self.store.take(take)
+        n = chunk.num_rows
+        cols = []
+        for f in self.schema:
+            if f.name in _ROW_SIGNAL_COLUMNS:
+                col = chunk.column(f.name) if f.name in chunk.column_names else pa.nulls(n, f.type)
+                cols.append(col.cast(f.type))
+            elif f.name == "capability" and "n_tools" in chunk.column_names:
+                tools = pc.fill_null(pc.greater(chunk.column("n_tools"), 0), False)
+                cols.append(pc.if_else(tools, "tool_use", cached.column(f.name)).cast(f.type))
+            else:
+                cols.append(cached.column(f.name))
+        return pa.Table.from_arrays(cols, schema=self.schema)
+
+
 def stream_events(paths_or_store: Any, *, quarantine: str | Path | None = None, strict: bool = False,
                   fmt: str | None = None, mapping: str | None = None, with_signals: bool = True,
                   chunk_rows: int | None = None, timings: dict | None = None,
@@ -127,6 +207,7 @@ def stream_events(paths_or_store: Any, *, quarantine: str | Path | None = None, 
     from distillguard.schema import EVENT_SCHEMA
 
     compute = signal_fn or compute_signals
+    cached = _TextSignalCache(compute)
 
     tm = timings if timings is not None else {}
     t0 = time.perf_counter()
@@ -158,7 +239,7 @@ def stream_events(paths_or_store: Any, *, quarantine: str | Path | None = None, 
         chunk = pa.Table.from_batches(pending, schema=EVENT_SCHEMA)
         pending, n_pending = [], 0
         if with_signals:
-            sigs.append(compute(chunk))
+            sigs.append(cached(chunk))
             kept.append(_after_signals(chunk))
         else:
             kept.append(chunk)
@@ -545,7 +626,7 @@ def _campaign_stats(events: pa.Table, signals: pa.Table, member_rows: list[tuple
                      ("template_sig", "template_sigs"), ("system_prompt_id", "system_prompt_ids")):
         f = t.filter(t[col].notnull())
         g = f.group_by(["campaign_id", col]).aggregate(n_acc=f.account_id.nunique(), c=f.count())
-        g = g.filter(g.n_acc >= 2).order_by(["campaign_id", ibis.desc("n_acc"), ibis.desc("c")])
+        g = g.filter(g.n_acc >= 2).order_by(["campaign_id", ibis.desc("n_acc"), ibis.desc("c"), col])  # no ties
         for r in g.to_pyarrow().to_pylist():
             lst = out[r["campaign_id"]]["indicators"][key]
             if len(lst) < 20:
@@ -554,7 +635,7 @@ def _campaign_stats(events: pa.Table, signals: pa.Table, member_rows: list[tuple
         ips = d["indicators"]["ips"]
         d["indicators"]["cidrs"] = sorted({".".join(ip.split(".")[:3]) + ".0/24" for ip in ips if ip.count(".") == 3})
     # a few sample prompts per campaign (first by time), truncated
-    w = ibis.window(group_by="campaign_id", order_by="timestamp")
+    w = ibis.window(group_by="campaign_id", order_by=["timestamp", "event_id"])  # event_id: no ties
     s = t.mutate(rn=ibis.row_number().over(w))
     s = s.filter(s.rn < cfg.sample_prompts).select("campaign_id", "rn", "user_text").order_by(["campaign_id", "rn"])
     for r in s.to_pyarrow().to_pylist():
