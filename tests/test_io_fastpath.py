@@ -178,20 +178,25 @@ _good_record = st.fixed_dictionaries(
 ).filter(lambda r: "messages" in r or "prompt" in r)
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(st.lists(_good_record, min_size=1, max_size=30))
-def test_hypothesis_decidable_records_identical(tmp_path_factory, records):
-    path = tmp_path_factory.mktemp("hypgood") / "g.jsonl"
-    path.write_bytes(b"\n".join(json.dumps(r, ensure_ascii=False).encode() for r in records) + b"\n")
-    assert_same(path)
+_SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(st.lists(_record, min_size=1, max_size=30))
-def test_hypothesis_records_identical(tmp_path_factory, records):
+def _compare_records(tmp_path_factory, records) -> None:
     path = tmp_path_factory.mktemp("hyp") / "h.jsonl"
     path.write_bytes(b"\n".join(json.dumps(r, ensure_ascii=False).encode() for r in records) + b"\n")
     assert_same(path)
+
+
+@_SETTINGS
+@given(st.lists(_good_record, min_size=1, max_size=30))
+def test_hypothesis_decidable_records_identical(tmp_path_factory, records):
+    _compare_records(tmp_path_factory, records)
+
+
+@_SETTINGS
+@given(st.lists(_record, min_size=1, max_size=30))
+def test_hypothesis_records_identical(tmp_path_factory, records):
+    _compare_records(tmp_path_factory, records)
 
 
 def test_sql_failure_falls_back_to_python(tmp_path, monkeypatch):
@@ -202,3 +207,23 @@ def test_sql_failure_falls_back_to_python(tmp_path, monkeypatch):
     path.write_bytes(b"\n".join(EDGE_LINES))
     table = assert_same(path)
     assert table is not None and table.num_rows >= 15
+
+
+def test_ingest_command_fast_flag_stores_the_same(tmp_path):
+    from typer.testing import CliRunner
+
+    from distillguard.cli import app
+    from distillguard.store import Store
+
+    files = [str(FIXTURES / "canonical.jsonl"), str(FIXTURES / "bad.jsonl")]
+    stored = {}
+    for flag in ("--fast", "--no-fast"):
+        db = tmp_path / flag.strip("-") / "t.duckdb"
+        db.parent.mkdir()
+        r = CliRunner().invoke(app, ["ingest", *files, "--db", str(db), "--no-signals", flag])
+        assert r.exit_code == 0, r.output
+        with Store(db) as st:
+            stored[flag] = st.events_table().sort_by("event_id").to_pylist()
+        stored[flag + "rej"] = [json.loads(x) for x in (db.parent / "t.rejected.jsonl").read_bytes().splitlines()]
+    assert stored["--fast"] == stored["--no-fast"] and len(stored["--fast"]) == 7
+    assert stored["--fastrej"] == stored["--no-fastrej"] and len(stored["--fastrej"]) == 6

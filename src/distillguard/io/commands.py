@@ -55,6 +55,8 @@ def ingest(
                                  help="Compute per-request signals on the full text before retention."),
     workers: Optional[int] = typer.Option(None, "--workers",
                                           help="Parser processes for large JSONL files (default: one per core)."),
+    fast: bool = typer.Option(False, "--fast/--no-fast",
+                              help="Parse canonical JSONL with DuckDB (same rows and rejects; see docs/schema.md)."),
 ) -> None:
     """Read request logs into the event store, de-duplicated, with bad records quarantined.
 
@@ -105,7 +107,7 @@ def ingest(
     with store, quarantine:
         try:
             stream = read_events(paths, fmt=fmt, mapping=mapping, quarantine=quarantine, strict=strict,
-                                 workers="auto" if workers is None else workers)
+                                 workers="auto" if workers is None else workers, fast=fast)
         except InputError as e:
             console.print(f"[red]error:[/] {e}")
             raise typer.Exit(EXIT_INPUT)

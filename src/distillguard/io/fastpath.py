@@ -88,13 +88,18 @@ def _build_sql() -> str:
     def as_int_text(f):  # str(int) of an integer JSON value, as Python writes it ("-0" is 0)
         return f"TRY_CAST(TRY_CAST({sv(f)} AS HUGEINT) AS VARCHAR)"
 
-    str_ok = " AND ".join(f"{t(f)} IN ('VARCHAR', 'NULL')" for f in _STR_FIELDS)
-    int_ok = " AND ".join(
-        f"({t(f)} = 'NULL' OR ({t(f)} IN ('BIGINT', 'UBIGINT') AND TRY_CAST({sv(f)} AS BIGINT) IS NOT NULL"
-        f" AND TRY_CAST({sv(f)} AS BIGINT) > {_BIGINT_MIN}))" for f in _INT_FIELDS)
-    str_cols = ",\n      ".join(f"CASE WHEN {t(f)} = 'VARCHAR' THEN {sv(f)} END AS {f}" for f in _STR_FIELDS)
-    int_cols = ",\n      ".join(f"CASE WHEN {t(f)} <> 'NULL' THEN TRY_CAST({sv(f)} AS BIGINT) END AS {f}"
-                               for f in _INT_FIELDS if f != "status_code")
+    int_ok = " AND ".join(f"coalesce(TRY_CAST({sv(f)} AS BIGINT) > {_BIGINT_MIN}, {sv(f)} IS NULL)"
+                          for f in _INT_FIELDS)
+    nul = "('NULL'|NULL)"
+    allowed = {"timestamp": "(VARCHAR|BIGINT|UBIGINT|DOUBLE)", "account_id": "(VARCHAR|BIGINT|UBIGINT)",
+               "messages": f"(ARRAY|{nul})", "prompt": f"(VARCHAR|{nul})", "asn": f"(VARCHAR|BIGINT|UBIGINT|{nul})",
+               "account_created_at": f"(VARCHAR|BIGINT|UBIGINT|DOUBLE|{nul})", "tools": nul}
+    allowed.update({f: f"(VARCHAR|{nul})" for f in _STR_FIELDS})
+    allowed.update({f: f"(BIGINT|UBIGINT|{nul})" for f in _INT_FIELDS})
+    # the list of JSON types as text, e.g. "[VARCHAR, UBIGINT, ARRAY, NULL, 'NULL', ...]": one match checks all
+    type_pattern = r"\[" + ", ".join(allowed[f] for f in _FIELDS) + r"\]"
+    str_cols = ",\n      ".join(f"{sv(f)} AS {f}" for f in _STR_FIELDS)
+    int_cols = ",\n      ".join(f"TRY_CAST({sv(f)} AS BIGINT) AS {f}" for f in _INT_FIELDS if f != "status_code")
     g = (f"strlen(line) < 1000000 AND NOT contains(line, 'NaN') AND NOT contains(line, 'Infinity')"
          f" AND NOT contains(line, ',]') AND NOT contains(line, ',}}')"
          f" AND NOT (contains(line, '\\u') AND regexp_matches(line, {_q(_GUARD_ESC)}))"
@@ -117,20 +122,16 @@ WITH parsed AS (
   )
 ), checked AS (
   SELECT *,
-    ty IS NOT NULL
+    ty IS NOT NULL AND regexp_full_match(ty::VARCHAR, {_q(type_pattern)})
     AND len(k) = len(list_distinct(k)) AND list_has_all({known}, k)
-    AND ({t("account_id")} = 'VARCHAR' AND {sv("account_id")} <> ''
-         OR {t("account_id")} IN ('BIGINT', 'UBIGINT'))
-    AND {t("prompt")} IN ('VARCHAR', 'NULL')
-    AND ({t("messages")} = 'NULL' AND {t("prompt")} = 'VARCHAR'
-         OR {t("messages")} = 'ARRAY'
-            AND len(mty) = len(s.messages) AND len(rty) = len(mty) AND len(cty) = len(mty)
+    AND s.account_id <> ''
+    AND (s.messages IS NOT NULL OR s.prompt IS NOT NULL)
+    AND (s.messages IS NULL
+         OR len(mty) = len(s.messages) AND len(rty) = len(mty) AND len(cty) = len(mty)
             AND (len(mty) = 0 OR list_distinct(mty) = ['OBJECT'] AND list_distinct(rty) = ['VARCHAR']
                  AND list_has_all(['VARCHAR', 'NULL'], cty) AND len(flatten(mk)) = 2 * len(mty)))
-    AND {t("tools")} = 'NULL'
-    AND {t("asn")} IN ('VARCHAR', 'BIGINT', 'UBIGINT', 'NULL')
-    AND {str_ok} AND {int_ok}
-    AND ({t("status_code")} = 'NULL' OR TRY_CAST({sv("status_code")} AS BIGINT) BETWEEN 0 AND 999)
+    AND {int_ok}
+    AND coalesce(TRY_CAST(s.status_code AS BIGINT) BETWEEN 0 AND 999, s.status_code IS NULL)
     AS pre
   FROM parsed
 ), derived AS (
@@ -160,7 +161,7 @@ WITH parsed AS (
     CASE WHEN {t("messages")} = 'ARRAY' THEN len(s.messages) ELSE 1 END AS n_messages,
     {str_cols},
     {int_cols},
-    CASE WHEN {t("status_code")} <> 'NULL' THEN TRY_CAST({sv("status_code")} AS INTEGER) END AS status_code
+    TRY_CAST({sv("status_code")} AS INTEGER) AS status_code
   FROM checked
 )
 SELECT ln,
