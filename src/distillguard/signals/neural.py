@@ -75,13 +75,14 @@ def _read_safetensors(path: Path) -> dict[str, np.ndarray]:
 def _layer_norm(x: np.ndarray, w: np.ndarray, b: np.ndarray, eps: float = 1e-12) -> np.ndarray:
     mu = x.mean(-1, keepdims=True)
     var = ((x - mu) ** 2).mean(-1, keepdims=True)
-    return (x - mu) / np.sqrt(var + eps) * w + b
+    return (x - mu) / np.sqrt(var + np.float32(eps)) * w + b
 
 
 def _gelu(x: np.ndarray) -> np.ndarray:
     from scipy.special import erf
 
-    return 0.5 * x * (1.0 + erf(x / np.sqrt(2.0)))
+    # float32 constants: a numpy float64 scalar would promote the whole network to float64 (NEP 50)
+    return x * np.float32(0.5) * (np.float32(1.0) + erf(x * np.float32(1.0 / np.sqrt(2.0))))
 
 
 class MiniLM:
@@ -125,7 +126,7 @@ class MiniLM:
             q = lin(x, "attention.self.query").reshape(b, n, self.n_heads, hd).transpose(0, 2, 1, 3)
             k = lin(x, "attention.self.key").reshape(b, n, self.n_heads, hd).transpose(0, 2, 1, 3)
             v = lin(x, "attention.self.value").reshape(b, n, self.n_heads, hd).transpose(0, 2, 1, 3)
-            s = q @ k.transpose(0, 1, 3, 2) / np.sqrt(hd) + neg
+            s = q @ k.transpose(0, 1, 3, 2) * np.float32(1.0 / np.sqrt(hd)) + neg
             s = np.exp(s - s.max(-1, keepdims=True))
             s /= s.sum(-1, keepdims=True)
             ctx = (s @ v).transpose(0, 2, 1, 3).reshape(b, n, h)
