@@ -237,3 +237,21 @@ def test_simhash_same_for_any_feature_order_and_split():
     bits = ((d0[:, None] >> np.arange(64, dtype=np.uint64)) & np.uint64(1)).sum(axis=0)
     want = int(sum(1 << k for k in range(64) if bits[k] * 2 > len(d0)))
     assert int(ref[doc[0]].view(np.uint64)) == want
+
+
+def _signals_in_daemon(rows):
+    return compute_signals(events(rows), benchmark_index=EMPTY).column("template_id").to_pylist()
+
+
+def test_no_pool_inside_a_daemon_worker(monkeypatch):
+    """compute_signals called from a multiprocessing pool worker (a daemon) analyses in-process."""
+    import multiprocessing as mp
+
+    import distillguard.signals as S
+
+    monkeypatch.setattr(S, "POOL_MIN_TEXTS", 8)
+    monkeypatch.setenv("DISTILLGUARD_SIGNAL_WORKERS", "2")
+    rows = [(s, f"{u} ({i})") for i, (s, u) in enumerate(MIXED * 3)]
+    with mp.get_context("fork").Pool(1) as pool:
+        got = pool.apply(_signals_in_daemon, (rows,))
+    assert got == compute_signals(events(rows), benchmark_index=EMPTY).column("template_id").to_pylist()

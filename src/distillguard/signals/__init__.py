@@ -170,7 +170,8 @@ def _analyse_pooled(sys_u: list, user_u: list, index: BenchmarkIndex) -> Analysi
     forked workers (each text's signals depend on that text alone, so the result is identical)."""
     global _POOL_STATE
     n, workers = len(user_u), signal_workers()
-    if n < POOL_MIN_TEXTS or workers < 2 or "fork" not in mp.get_all_start_methods():
+    if (n < POOL_MIN_TEXTS or workers < 2 or "fork" not in mp.get_all_start_methods()
+            or mp.current_process().daemon):  # a pool worker may not start processes of its own
         return analyse(sys_u, user_u, benchmark_index=index)
     parts = min(workers * 2, max(2, n // 10_000))
     cuts = np.linspace(0, n, parts + 1).astype(int)
