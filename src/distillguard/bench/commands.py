@@ -134,7 +134,10 @@ def bench(
                                        help="Reuse traffic already simulated in --out for the same scenario, "
                                             "seed and scale."),
 ) -> None:
-    """Run the detector and the baselines (volume, PRADA, MMD) on the same traffic and print one table."""
+    """Run the detector and the baselines (volume, PRADA, MMD) on the same traffic and print one table.
+
+    Example: [bold]distillguard bench --scenarios demo,standard --out bench-out[/]
+    """
     from rich.console import Console
     from rich.markup import escape
 

@@ -30,7 +30,10 @@ def gateway(
 ) -> None:
     """Run the real-time enforcement gateway (secrets come from the environment: DISTILLGUARD_UPSTREAM_API_KEY,
     DISTILLGUARD_ADMIN_TOKEN, DISTILLGUARD_GUARDRAIL_API_KEY, DISTILLGUARD_KEY_HASH_SECRET, DISTILLGUARD_CANARY_SECRET,
-    DISTILLGUARD_SHARING_KEY)."""
+    DISTILLGUARD_SHARING_KEY).
+
+    Example: [bold]distillguard gateway --upstream https://api.example.com --policy examples/policy.yaml --port 8088[/]
+    """
     from distillguard.gateway.policy import PolicyError, default_policy, load_policy
 
     try:

@@ -106,6 +106,8 @@ def import_(
     """Validate peers' bundles (size, STIX validity, MACs) and add the good ones to the peer-intel folder.
 
     Any rejected bundle is named with the reason and the command exits 3; accepted ones are still added.
+
+    Example: [bold]distillguard intel import peer-bundle.json --into peer-intel[/]
     """
     from distillguard.intel.peer import PeerIntel, load_bundle
     from distillguard.intel.stix import IntelError
@@ -146,7 +148,10 @@ def push_cmd(
                                      help="Environment variable holding the TAXII password."),
     insecure: bool = typer.Option(False, "--insecure", help="Do not verify the server's TLS certificate."),
 ) -> None:
-    """Add a bundle's objects to a TAXII 2.1 collection."""
+    """Add a bundle's objects to a TAXII 2.1 collection.
+
+    Example: [bold]distillguard intel push bundle.json --url https://taxii.example.org/api1/collections/ID/[/]
+    """
     from distillguard.intel.peer import read_bundle_file
     from distillguard.intel.stix import IntelError, validate_bundle
     from distillguard.intel.taxii import push
@@ -175,7 +180,10 @@ def pull_cmd(
     verify: bool = typer.Option(True, "--verify/--no-verify", help="Require every object's MAC under the sharing key."),
     insecure: bool = typer.Option(False, "--insecure", help="Do not verify the server's TLS certificate."),
 ) -> None:
-    """Pull a TAXII 2.1 collection, validate and MAC-check it, and add it to the peer-intel folder."""
+    """Pull a TAXII 2.1 collection, validate and MAC-check it, and add it to the peer-intel folder.
+
+    Example: [bold]distillguard intel pull --url https://taxii.example.org/api1/collections/ID/ --into peer-intel[/]
+    """
     from distillguard.intel.peer import PeerIntel, load_bundle
     from distillguard.intel.stix import IntelError
     from distillguard.intel.taxii import pull
@@ -218,6 +226,8 @@ def attribute(
 
     Prints, per (account, week) tested, how strongly the text uses that account's canary phrasings and the
     p-value against chance, Bonferroni-corrected over everything tested. See docs/canaries.md for the limits.
+
+    Example: [bold]distillguard attribute leaked.jsonl --audit gateway-state.sqlite --since 2026-03-01[/]
     """
     from distillguard.intel.canary import (CanaryError, attribute as run, hypotheses_for_accounts,
                                            hypotheses_from_audit, read_suspect_texts, slot_counts)

@@ -32,7 +32,10 @@ def report(
     title: Optional[str] = typer.Option(None, "--title", help="Report title."),
     max_accounts: int = typer.Option(500, "--max-accounts", min=1, help="Rows in the top flagged accounts table."),
 ) -> None:
-    """Write the investigator report: one self-contained HTML file (no network needed to open it)."""
+    """Write the investigator report: one self-contained HTML file (no network needed to open it).
+
+    Example: [bold]distillguard report findings --out findings/report.html[/]
+    """
     from distillguard.cli import EXIT_INPUT
     from distillguard.report import ReportInputError, render_report
 

@@ -19,7 +19,10 @@ def simulate(
     workers: Optional[int] = typer.Option(None, "--workers", min=1, help="Processes rendering the text "
                                           "(default: 2 above 300k events); the output does not depend on it."),
 ) -> None:
-    """Simulate benign personas and distillation campaigns as canonical events with ground-truth labels."""
+    """Simulate benign personas and distillation campaigns as canonical events with ground-truth labels.
+
+    Example: [bold]distillguard simulate --out sim --scenario standard --corpora ../shared/data/corpora[/]
+    """
     import orjson
     import yaml
     from rich.console import Console
