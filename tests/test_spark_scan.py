@@ -167,3 +167,17 @@ def test_uri_helpers():
     assert restore_uri(Path("/tmp/a.jsonl")) == "/tmp/a.jsonl"
     assert restore_uri(Path("file:///tmp/a.jsonl")) == "file:/tmp/a.jsonl"
     assert is_uri("gs://b/x") and not is_uri("/tmp/x") and not is_uri("rel/x.jsonl")
+
+
+def test_cli_engine_option(tmp_path):
+    from typer.testing import CliRunner
+
+    from distillguard.cli import app
+
+    f = tmp_path / "e.jsonl"
+    f.write_text("")
+    r = CliRunner().invoke(app, ["scan", str(f), "--out", str(tmp_path / "o"), "--engine", "flink"])
+    assert r.exit_code == 2, r.output
+    r = CliRunner().invoke(app, ["scan", str(tmp_path / "nope.jsonl"), "--out", str(tmp_path / "o"),
+                                 "--engine", "spark"])
+    assert r.exit_code == 3, r.output

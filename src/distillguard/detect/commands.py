@@ -27,6 +27,9 @@ def scan(
     report: bool = typer.Option(True, "--report/--no-report", help="Write report.html."),
     peer_intel: Optional[Path] = typer.Option(
         None, "--peer-intel", help="Folder of peers' STIX bundles (distillguard intel import/pull); key from DISTILLGUARD_SHARING_KEY."),
+    engine: str = typer.Option("duckdb", "--engine", help="Where the relational stages run: duckdb (this machine) or spark (docs/scale.md)."),
+    spark_master: Optional[str] = typer.Option(
+        None, "--spark-master", help="Spark master for --engine spark (local[4], yarn, spark://host:7077; default: spark-submit's, else local[*])."),
 ) -> None:
     """Find distillation campaigns in request traffic.
 
@@ -46,8 +49,18 @@ def scan(
     if not (0.0 < target_fpr < 1.0):
         console.print(f"[red]error:[/] --target-fpr must be between 0 and 1, got {target_fpr}")
         raise typer.Exit(EXIT_USAGE)
+    from distillguard.engine import ENGINES
+
+    if engine not in ENGINES:
+        console.print(f"[red]error:[/] --engine must be one of {', '.join(ENGINES)}, got {engine!r}")
+        raise typer.Exit(EXIT_USAGE)
+    if engine == "spark":  # Spark reads URIs (s3a://, hdfs://, ...): only local paths are checked here
+        from distillguard.engine.spark import is_uri, restore_uri
+
+        paths = [restore_uri(p) if is_uri(p) else p for p in paths]
+        baseline = [restore_uri(p) if is_uri(p) else p for p in baseline or []]
     for group in (paths, baseline or []):
-        missing = [str(p) for p in group if not p.exists()]
+        missing = [str(p) for p in group if isinstance(p, Path) and not p.exists()]
         if missing:
             console.print(f"[red]error:[/] no such file: {', '.join(missing)}")
             raise typer.Exit(EXIT_INPUT)
@@ -65,7 +78,19 @@ def scan(
         from distillguard.intel.commands import load_peer_intel
 
         peers = load_peer_intel(peer_intel, console)
-    scanner = Scanner(config, allow, peers)
+    if engine == "spark":
+        from distillguard.engine import make_scanner
+
+        if peers is not None:
+            console.print("[red]error:[/] --peer-intel is not supported with --engine spark yet")
+            raise typer.Exit(EXIT_CONFIG)
+        try:
+            scanner = make_scanner("spark", config, allow, master=spark_master)
+        except ImportError as e:
+            console.print(f"[red]error:[/] --engine spark needs PySpark: pip install 'distillguard[spark]' ({e})")
+            raise typer.Exit(EXIT_CONFIG)
+    else:
+        scanner = Scanner(config, allow, peers)
     input_errors = _input_errors()
     with Progress(SpinnerColumn(), TextColumn("[bold]scan[/] {task.description}"), TimeElapsedColumn(),
                   console=console, transient=True, disable=not console.is_terminal) as progress:

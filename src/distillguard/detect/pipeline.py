@@ -353,28 +353,11 @@ class Scanner:
         keep = ~self.allowlist.mask(features.column("account_id").to_pylist(), features.column("org_id").to_pylist())
         return features.filter(pa.array(keep))
 
-    def scan(self, source: Any, *, out_dir: str | Path | None = None, strict: bool = False, fmt: str | None = None,
-             mapping: str | None = None, progress: Callable[[str], None] | None = None) -> ScanResult:
-        cfg = self.config
-        say = progress or (lambda _msg: None)
-        timings: dict[str, float] = {}
-        t0 = time.perf_counter()
-        quarantine = Path(out_dir) / "rejected.jsonl" if out_dir is not None else None
-        if quarantine is not None:
-            quarantine.parent.mkdir(parents=True, exist_ok=True)
-        say("reading events and computing request signals")
-        events, signals, reader = stream_events(source, quarantine=quarantine, strict=strict, fmt=fmt,
-                                                mapping=mapping, timings=timings,
-                                                signal_fn=self.signals)
-        if quarantine is not None and not quarantine.exists():
-            quarantine.write_bytes(b"")
-
-        t = time.perf_counter()
-        say("computing account features")
-        ev_t, sg_t = ibis.memtable(events), ibis.memtable(signals)
-        features = account_features(ev_t, sg_t, config=cfg.features).to_pyarrow()
-        timings["features_s"] = time.perf_counter() - t
-
+    def _score_and_link(self, features: pa.Table, events, signals, ev_t, sg_t, timings: dict,
+                        say: Callable[[str], None]):
+        """Scores and calibration from the feature table, then edges from the Ibis tables ``ev_t``/``sg_t``
+        (on whatever backend they live: DuckDB here, Spark in :mod:`distillguard.engine.spark`) and campaigns.
+        Returns ``(calibration, raw, own, evidence, allow_mask, edges, linked)``."""
         t = time.perf_counter()
         say("scoring accounts")
         if self.calibration_ is None:
@@ -404,6 +387,32 @@ class Scanner:
                                "score": pa.array(np.where(allow_mask, 0.0, own), pa.float64())})
         linked = find_campaigns(edges, scores_tbl, config=self._link_config())
         timings["link_s"] = time.perf_counter() - t
+        return calibration, raw, own, evidence, allow_mask, edges, linked
+
+    def scan(self, source: Any, *, out_dir: str | Path | None = None, strict: bool = False, fmt: str | None = None,
+             mapping: str | None = None, progress: Callable[[str], None] | None = None) -> ScanResult:
+        cfg = self.config
+        say = progress or (lambda _msg: None)
+        timings: dict[str, float] = {}
+        t0 = time.perf_counter()
+        quarantine = Path(out_dir) / "rejected.jsonl" if out_dir is not None else None
+        if quarantine is not None:
+            quarantine.parent.mkdir(parents=True, exist_ok=True)
+        say("reading events and computing request signals")
+        events, signals, reader = stream_events(source, quarantine=quarantine, strict=strict, fmt=fmt,
+                                                mapping=mapping, timings=timings,
+                                                signal_fn=self.signals)
+        if quarantine is not None and not quarantine.exists():
+            quarantine.write_bytes(b"")
+
+        t = time.perf_counter()
+        say("computing account features")
+        ev_t, sg_t = ibis.memtable(events), ibis.memtable(signals)
+        features = account_features(ev_t, sg_t, config=cfg.features).to_pyarrow()
+        timings["features_s"] = time.perf_counter() - t
+
+        calibration, raw, own, evidence, allow_mask, edges, linked = self._score_and_link(
+            features, events, signals, ev_t, sg_t, timings, say)
 
         t = time.perf_counter()
         say("building findings")
@@ -587,6 +596,8 @@ class _Findings:
 def _iso(ts) -> str | None:
     if ts is None:
         return None
+    if ts.tzinfo is None:  # Spark hands timestamps back naive, in its session time zone (UTC)
+        ts = ts.replace(tzinfo=timezone.utc)
     return ts.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
@@ -594,10 +605,14 @@ def _campaign_stats(events: pa.Table, signals: pa.Table, member_rows: list[tuple
                     cfg: DetectConfig) -> dict[str, dict]:
     """Volume, time span, capability mix, indicators and sample prompts per campaign (Ibis over DuckDB)."""
     mem = ibis.memtable(pa.table({"account_id": [a for a, _ in member_rows], "campaign_id": [c for _, c in member_rows]}))
-    ev = ibis.memtable(events.select(["event_id", "account_id", "timestamp", "ip", "asn", "user_agent",
-                                      "payment_fingerprint", "output_tokens", "reasoning_tokens", "user_text"]))
-    sg = ibis.memtable(signals.select(["event_id", "capability", "benchmark", "template_id", "template_sig",
-                                       "system_prompt_id", "extraction_reason"]))
+
+    def _ibis(t):  # an Ibis table (e.g. on Spark, distillguard.engine.spark) as is; Arrow as a memtable
+        return t if isinstance(t, ibis.expr.types.Table) else ibis.memtable(t)
+
+    ev = _ibis(events).select(["event_id", "account_id", "timestamp", "ip", "asn", "user_agent",
+                               "payment_fingerprint", "output_tokens", "reasoning_tokens", "user_text"])
+    sg = _ibis(signals).select(["event_id", "capability", "benchmark", "template_id", "template_sig",
+                                "system_prompt_id", "extraction_reason"])
     t = ev.join(mem, "account_id").left_join(sg, "event_id").drop("event_id_right")
     t = ibis.memtable(t.to_pyarrow())  # members' events only: join once, then several small aggregates
     base = t.group_by("campaign_id").aggregate(

@@ -331,11 +331,11 @@ class SparkScanner(Scanner):
     def scan(self, source: Any, *, out_dir: str | Path | None = None, strict: bool = False, fmt: str | None = None,
              mapping: str | None = None, progress: Callable[[str], None] | None = None) -> ScanResult:
         from distillguard.io import InputError
-        from distillguard.linking import build_edges
-        from distillguard.linking.campaigns import find_campaigns
 
         if mapping is not None:
             raise ValueError("--mapping (CSV input) is not supported by the spark engine; convert to Parquet first")
+        if getattr(self, "peer_intel", None) is not None:
+            raise ValueError("peer intelligence is not supported by the spark engine yet (docs/scale.md)")
         cfg = self.config
         say = progress or (lambda _msg: None)
         timings: dict[str, float] = {}
@@ -354,25 +354,9 @@ class SparkScanner(Scanner):
         features = self._features(ev_t, sg_t)
         timings["features_s"] = time.perf_counter() - t
 
-        t = time.perf_counter()
-        say("scoring accounts")
-        if self.calibration_ is None:
-            calibration = self.scorer.fit(self._drop_allowlisted(features), assumed_benign=True)
-        else:
-            calibration = self.calibration_
-        raw, own, evidence = self.scorer.score(features)
-        timings["score_s"] = time.perf_counter() - t
-
-        t = time.perf_counter()
-        say("building edges on Spark, campaigns on the driver")
-        accts = features.column("account_id").to_pylist()
-        orgs = features.column("org_id").to_pylist()
-        allow_mask = self.allowlist.mask(accts, orgs) if self.allowlist else np.zeros(len(accts), bool)
-        edges = build_edges(ev_t, sg_t, config=self._link_config())
-        scores_tbl = pa.table({"account_id": pa.array(accts, pa.string()),
-                               "score": pa.array(np.where(allow_mask, 0.0, own), pa.float64())})
-        linked = find_campaigns(edges, scores_tbl, config=self._link_config())
-        timings["link_s"] = time.perf_counter() - t
+        # the same scoring and linking code as the DuckDB scan, on the Spark-backed Ibis tables
+        calibration, raw, own, evidence, allow_mask, edges, linked = self._score_and_link(
+            features, ev_t, sg_t, ev_t, sg_t, timings, say)
 
         t = time.perf_counter()
         say("building findings")
