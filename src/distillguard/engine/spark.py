@@ -75,6 +75,8 @@ def spark_session(master: str | None = None, conf: dict | None = None, app_name:
         builder = builder.config(k, v)
     spark = builder.getOrCreate()
     spark.conf.set("spark.sql.session.timeZone", "UTC")
+    if active is None and not under_submit:  # a session we started: keep Spark's console chatter down
+        spark.sparkContext.setLogLevel("ERROR")
     return spark
 
 
