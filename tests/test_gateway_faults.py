@@ -248,3 +248,50 @@ def test_batched_scorer_failure_follows_fail_mode(mode, status):
     r = call(app)
     assert r.status_code == status
     assert "arrow kernel out of memory" in audit(app)[0]["error"]
+
+
+@pytest.mark.parametrize("spec", ["2.4", "2.3"])
+def test_client_gone_before_stream_starts_still_audited_and_upstream_closed(spec):
+    """The client disconnects when the response headers are sent, so the stream body never starts: the
+    upstream response is still closed and the request still gets exactly one audit row."""
+    closed = []
+
+    class Body(httpx.AsyncByteStream):
+        async def __aiter__(self):
+            yield b'data: {"choices":[{"delta":{"content":"hi"}}]}\n\n'
+
+        async def aclose(self):
+            closed.append(True)
+
+    def handler(request):
+        return httpx.Response(200, headers={"content-type": "text/event-stream"}, stream=Body())
+
+    app = create_app("http://upstream.test", policy(), scorer=keyword_scorer, transport=httpx.MockTransport(handler))
+    raw = orjson.dumps(dict(BODY, stream=True))
+    scope = {"type": "http", "asgi": {"version": "3.0", "spec_version": spec}, "http_version": "1.1",
+             "method": "POST", "scheme": "http", "path": "/v1/chat/completions", "raw_path": b"/v1/chat/completions",
+             "query_string": b"", "root_path": "", "client": ("127.0.0.1", 5), "server": ("127.0.0.1", 80),
+             "headers": [(b"content-type", b"application/json"), (b"x-account-id", b"gone"),
+                         (b"x-request-id", b"rq-gone"), (b"content-length", str(len(raw)).encode())]}
+    sent_body = []
+
+    async def receive():
+        if not sent_body:
+            sent_body.append(True)
+            return {"type": "http.request", "body": raw, "more_body": False}
+        await asyncio.sleep(3600)
+
+    async def send(message):
+        if message["type"] == "http.response.start":
+            raise OSError("client went away")
+
+    async def run():
+        async with app.router.lifespan_context(app):
+            with pytest.raises(Exception):
+                await app(scope, receive, send)
+
+    asyncio.run(run())
+    rows = audit(app)
+    assert len(rows) == 1 and rows[0]["request_id"] == "rq-gone"
+    assert rows[0]["status_code"] == 499 and "before the stream started" in rows[0]["error"]
+    assert closed == [True]

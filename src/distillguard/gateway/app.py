@@ -313,8 +313,16 @@ class Gateway:
         canary = eff == "canary"
         ctype = resp.headers.get("content-type", "")
         if "text/event-stream" in ctype:
-            return StreamingResponse(self._stream(resp, d, path, attempts, t0, withhold, canary),
-                                     status_code=resp.status_code, headers=self._down_headers(resp, rid, d))
+            started: list[bool] = []
+
+            async def abandoned() -> None:  # the client left before the first chunk: the body never ran
+                if not started:
+                    await resp.aclose()
+                    self.audit(d, path, 499, resp.status_code, attempts, t0,
+                               error="client disconnected before the stream started")
+
+            return _AuditedStream(self._stream(resp, d, path, attempts, t0, withhold, canary, started), abandoned,
+                                  status_code=resp.status_code, headers=self._down_headers(resp, rid, d))
         try:
             data = await resp.aread()
         except httpx.HTTPError as exc:
@@ -368,7 +376,9 @@ class Gateway:
         return changed
 
     async def _stream(self, resp: httpx.Response, d: Decision, path: str, attempts: int, t0: float,
-                      withhold: bool, canary: bool) -> AsyncIterator[bytes]:
+                      withhold: bool, canary: bool, started: list | None = None) -> AsyncIterator[bytes]:
+        if started is not None:
+            started.append(True)
         state: dict = {}
         now = time.time()
 
@@ -547,6 +557,21 @@ class Gateway:
                             400, media_type="application/json")
         out = await generic_guardrail_response(self, payload)
         return Response(orjson.dumps(out), media_type="application/json")
+
+
+class _AuditedStream(StreamingResponse):
+    """A streaming response that still closes the upstream and writes the audit row when the client goes away
+    before the body iterator has started (its ``finally`` would never run then)."""
+
+    def __init__(self, content: AsyncIterator[bytes], on_exit, **kw: Any):
+        super().__init__(content, **kw)
+        self._on_exit = on_exit
+
+    async def __call__(self, scope, receive, send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            await self._on_exit()
 
 
 def _rows_to_csv(rows: Any) -> str:
