@@ -351,3 +351,22 @@ def test_signals_batch_equals_score_request_and_batches_concurrent_calls():
     results = asyncio.run(run())
     assert len(results) == 40 and sum(sizes) == 40 and len(sizes) < 40
     assert results[7] == score_request("", "What is 7 + 1? Reason step by step.", None)
+
+
+def test_cli_forwarded_allow_ips_reaches_uvicorn(monkeypatch, tmp_path):
+    """Only the named load balancers' X-Forwarded-For is trusted (uvicorn's proxy-headers middleware)."""
+    import uvicorn
+    from typer.testing import CliRunner
+
+    from distillguard.cli import app as cli
+
+    seen = {}
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: seen.update(kw))
+    state = str(tmp_path / "gw.sqlite")
+    r = CliRunner().invoke(cli, ["gateway", "--upstream", "http://127.0.0.1:9", "--state", state,
+                                 "--forwarded-allow-ips", "10.0.0.0/8,192.168.1.7"])
+    assert r.exit_code == 0, r.output
+    assert seen["proxy_headers"] is True and seen["forwarded_allow_ips"] == "10.0.0.0/8,192.168.1.7"
+    seen.clear()
+    assert CliRunner().invoke(cli, ["gateway", "--upstream", "http://127.0.0.1:9", "--state", state]).exit_code == 0
+    assert seen["forwarded_allow_ips"] == "127.0.0.1"

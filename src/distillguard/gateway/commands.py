@@ -27,6 +27,10 @@ def gateway(
     check: bool = typer.Option(False, "--check", help="Validate the policy and exit."),
     peer_intel: Optional[Path] = typer.Option(None, "--peer-intel",
                                               help="Folder of peers' STIX bundles (distillguard intel import/pull)."),
+    forwarded_allow_ips: str = typer.Option(
+        "127.0.0.1", "--forwarded-allow-ips",
+        help="Comma-separated addresses or CIDRs of load balancers whose X-Forwarded-For names the client IP "
+             "(used for peers' IP indicators); '*' trusts any sender. Others' X-Forwarded-For is ignored."),
 ) -> None:
     """Run the real-time enforcement gateway (secrets come from the environment: DISTILLGUARD_UPSTREAM_API_KEY,
     DISTILLGUARD_ADMIN_TOKEN, DISTILLGUARD_GUARDRAIL_API_KEY, DISTILLGUARD_KEY_HASH_SECRET, DISTILLGUARD_CANARY_SECRET,
@@ -65,11 +69,13 @@ def gateway(
     typer.echo(f"distillguard gateway: {pol.mode} mode, {len(pol.rules)} rules, upstream {upstream}, "
                f"listening on http://{host}:{port}" + (f" ({workers} workers)" if workers > 1 else ""), err=True)
     if app is not None:
-        uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
+        uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False, proxy_headers=True,
+                    forwarded_allow_ips=forwarded_allow_ips)
     else:
         os.environ[_CONFIG_ENV] = json.dumps(config)
         uvicorn.run("distillguard.gateway.commands:app_from_env", factory=True, workers=workers, host=host,
-                    port=port, log_level="warning", access_log=False)
+                    port=port, log_level="warning", access_log=False, proxy_headers=True,
+                    forwarded_allow_ips=forwarded_allow_ips)
 
 
 _CONFIG_ENV = "DISTILLGUARD_GATEWAY_CONFIG"
