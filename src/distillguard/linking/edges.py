@@ -65,9 +65,17 @@ def _empty() -> pa.Table:
     return EDGE_SCHEMA.empty_table()
 
 
-def _tiebreak(score: ir.FloatingValue, label: ir.StringValue) -> ir.FloatingValue:
-    """``score`` with a tiny deterministic offset from ``label``, so arg-max picks the same row every run."""
-    return score.round(6) + (label.hash() % 1000).abs().cast("float64") * 1e-10
+def _portable_hash(label: ir.StringValue) -> ir.StringValue:
+    """MD5 hex digest of ``label``: the same on every engine (Ibis ``.hash()`` is engine-specific, so DuckDB
+    and Spark would order group members differently and pick different partners and arg-max rows)."""
+    return label.hexdigest("md5")
+
+
+def _tiebreak(score: ir.FloatingValue, label: ir.StringValue) -> ir.StringValue:
+    """An arg-max key: ``score`` rounded to 6 decimals (as a zero-padded integer string, scores are >= 0),
+    ties broken by the MD5 of ``label``, so every run and every engine picks the same row."""
+    micro = (score * 1e6).round().cast("int64").cast("string").lpad(20, "0")
+    return micro + _portable_hash(label)
 
 
 def _pair_cols(a: ir.StringValue, b: ir.StringValue) -> dict:
@@ -90,7 +98,7 @@ def _shared_value_edges(obs: ir.Table, kind: str, cfg: LinkConfig, accounts: ir.
     groups = obs.group_by("key").aggregate(n_ent=obs.entity.nunique(), n_acc=obs.account_id.count())
     groups = groups.filter((groups.n_ent >= max(2, min_group)) & (groups.n_ent <= kc.hub_max))
     m = obs.join(groups, "key")
-    m = m.mutate(h=m.account_id.concat("|", m.key).hash())
+    m = m.mutate(h=_portable_hash(m.account_id.concat("|", m.key)))
     m = m.mutate(rank=ibis.row_number().over(group_by=m.key, order_by=[m.h, m.account_id]))
     offs = ibis.memtable({"i": list(range(k))})
     c = m.cross_join(offs)
