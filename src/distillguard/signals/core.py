@@ -13,7 +13,7 @@ import pyarrow.compute as pc
 
 from . import text as T
 from .benchmark import BENCHMARK_CAPABILITY, SHINGLE, BenchmarkIndex
-from .extraction import N_BUCKETS, ExtractionModel, hashed_ngrams, load_model
+from .extraction import N_BUCKETS, ExtractionModel, hashed_ngrams, hashed_ngrams_ids, load_model
 from .rules import CAPABILITIES, RuleSet, load_rules
 
 __all__ = ["Analysis", "analyse", "capability_of"]
@@ -79,15 +79,12 @@ def analyse(system_texts, user_texts, *, model: ExtractionModel | None = None, r
     rules = rules or load_rules()
     model = model or load_model()
     n = len(user_texts)
-    small = n <= T.SMALL
-    if small:  # one request (the gateway): plain Python strings, patterns compiled once
-        system = [None if s is None else str(s) for s in _as_list(system_texts)]
-        user = ["" if u is None else str(u) for u in _as_list(user_texts)]
-        low = [T.prepare_one(s, u) for s, u in zip(system, user)]
-    else:
-        system = _as_array(system_texts).cast(pa.large_string())
-        user = pc.fill_null(_as_array(user_texts).cast(pa.large_string()), "")
-        low = T.prepared_array(system, user)
+    if n > T.SMALL:
+        return _analyse_batch(system_texts, user_texts, n, model, rules, benchmark_index)
+    # one request (the gateway): plain Python strings, patterns compiled once
+    system = [None if s is None else str(s) for s in _as_list(system_texts)]
+    user = ["" if u is None else str(u) for u in _as_list(user_texts)]
+    low = [T.prepare_one(s, u) for s, u in zip(system, user)]
 
     # extraction: rules and hashed n-grams over the prepared text
     rule_hits, votes = rules.apply(low)
@@ -122,13 +119,68 @@ def analyse(system_texts, user_texts, *, model: ExtractionModel | None = None, r
     sig = T.simhash_parts([(T.mix64(kh), kd), (bi, bid)], n)
 
     caps = capability_of(votes, n_tok)
-    if small:
-        sys_ids = [_system_id(s) for s in system]
-        lens = np.array([len(u) + len(s or "") for s, u in zip(system, user)], dtype=np.int32)
-    else:
-        sys_ids = _system_ids(system)
-        lens = (pc.fill_null(pc.utf8_length(user), 0).to_numpy(zero_copy_only=False)
-                + pc.fill_null(pc.utf8_length(system), 0).to_numpy(zero_copy_only=False)).astype(np.int32)
+    sys_ids = [_system_id(s) for s in system]
+    lens = np.array([len(u) + len(s or "") for s, u in zip(system, user)], dtype=np.int32)
+    return Analysis(score, reasons, caps, bench, bitem, bscore, template_id, sig, sys_ids, lens, rule_hits, votes)
+
+
+def _analyse_batch(system_texts, user_texts, n: int, model: ExtractionModel, rules: RuleSet,
+                   benchmark_index: BenchmarkIndex | None) -> Analysis:
+    """:func:`analyse` of many texts with Arrow kernels and numpy: each text is tokenised once into ids of
+    distinct tokens and every per-token hash is computed once per distinct token (same values as the
+    per-request path; tests compare both)."""
+    system = _as_array(system_texts).cast(pa.large_string())
+    user = pc.fill_null(_as_array(user_texts).cast(pa.large_string()), "")
+    low = T.prepared_array(system, user)
+
+    # extraction: rules and hashed n-grams over the prepared text
+    rule_hits, votes = rules.apply(low)
+    table, ids, tdoc, _ = T.token_ids(low)
+    buckets, bdoc = hashed_ngrams_ids(table, ids, tdoc)
+    z = model.logits(rule_hits, buckets, bdoc, n)
+    score = 1.0 / (1.0 + np.exp(-z))
+    reasons = _reasons(score, rule_hits, rules, model, buckets, bdoc, n)
+    del buckets, bdoc, ids, tdoc
+
+    # masked user tokens: benchmark match, template id, SimHash; the id after the last distinct token is
+    # the placeholder of a matched benchmark item
+    mtable, mids, md, _ = T.token_ids(T.masked_array(user), T._mask_token)
+    item_id = len(mtable)
+    mtable = np.append(mtable, _ITEM)
+    n_tok = np.bincount(md, minlength=n)
+    bench: list[str | None] = [None] * n
+    bitem: list[str | None] = [None] * n
+    bscore = np.zeros(n, np.float64)
+    kids, kd = mids, md
+    if benchmark_index is not None and len(benchmark_index) and len(mids):
+        sh, sdoc, spos = T.ngram_hashes_ids(mtable, T.ngram_first(mtable, SHINGLE), mids, md, SHINGLE)
+        best, bscore, span_s, span_e = benchmark_index.query(sh, sdoc, spos, n)
+        del sh, sdoc, spos
+        hit = np.flatnonzero(best >= 0)
+        if len(hit):
+            item_bench, item_ids = benchmark_index.item_bench, benchmark_index.item_ids
+            for i, k in zip(hit.tolist(), best[hit].tolist()):
+                b = item_bench[k]
+                bench[i], bitem[i] = b, item_ids[k]
+                votes[i, _CAP_RANK[BENCHMARK_CAPABILITY[b]]] += _BENCH_VOTE
+            # each matched item becomes one placeholder token of the template (spans lie in one document
+            # each, so they never overlap)
+            ss, se = span_s[hit], span_e[hit]
+            edge = np.zeros(len(mids) + 1, np.int32)
+            edge[ss + 1] += 1
+            edge[se] -= 1
+            keep = np.cumsum(edge[:-1]) == 0
+            kids = mids.copy()
+            kids[ss] = item_id
+            kids, kd = kids[keep], md[keep]
+    template_id = _template_ids(mtable[kids], kd, n)
+    bi, bid, _ = T.ngram_hashes_ids(mtable, T.ngram_first(mtable, 2), kids, kd, 2, with_pos=False)
+    sig = T.simhash_parts([(T.mix64(mtable)[kids], kd), (bi, bid)], n)
+
+    caps = capability_of(votes, n_tok)
+    sys_ids = _system_ids(system)
+    lens = (pc.fill_null(pc.utf8_length(user), 0).to_numpy(zero_copy_only=False)
+            + pc.fill_null(pc.utf8_length(system), 0).to_numpy(zero_copy_only=False)).astype(np.int32)
     return Analysis(score, reasons, caps, bench, bitem, bscore, template_id, sig, sys_ids, lens, rule_hits, votes)
 
 
@@ -140,9 +192,12 @@ def _template_ids(h: np.ndarray, doc: np.ndarray, n: int) -> list[str]:
         new_doc[0] = True
         np.not_equal(doc[1:], doc[:-1], out=new_doc[1:])
         starts = np.flatnonzero(new_doc)
-        pos = np.arange(len(h)) - np.repeat(starts, np.diff(starts, append=len(h)))
-        x = T.mix64(h ^ T.mix64(pos.astype(np.uint64) + np.uint64(0x51A7)))
-        sums = np.add.reduceat(x, starts)
+        run = np.diff(starts, append=len(h))
+        pos = np.arange(len(h)) - np.repeat(starts, run)
+        salt = T.mix64(np.arange(int(run.max()), dtype=np.uint64) + np.uint64(0x51A7))  # per position
+        x = salt[pos]
+        x ^= h
+        sums = np.add.reduceat(T.mix64_(x), starts)
         out[doc[starts]] = T.mix64(sums)
     return [f"{v:016x}" for v in out.tolist()]
 

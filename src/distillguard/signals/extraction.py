@@ -22,7 +22,7 @@ import scipy.sparse as sp
 from . import text as T
 from .rules import RuleSet, load_rules
 
-__all__ = ["N_BUCKETS", "ExtractionModel", "load_model", "hashed_ngrams", "feature_matrix"]
+__all__ = ["N_BUCKETS", "ExtractionModel", "load_model", "hashed_ngrams", "hashed_ngrams_ids", "feature_matrix"]
 
 N_BUCKETS = 1 << 18
 _UNI = np.uint64(0x51ED27)  # domain separators for unigram vs bigram hashes
@@ -34,6 +34,18 @@ def hashed_ngrams(h: np.ndarray, doc: np.ndarray) -> tuple[np.ndarray, np.ndarra
     bi, bdoc, _ = T.ngram_hashes(h, doc, 2)
     buckets = np.concatenate([uni, bi]) & np.uint64(N_BUCKETS - 1)  # N_BUCKETS is a power of two
     return buckets.astype(np.int64), np.concatenate([doc, bdoc]).astype(np.int64)
+
+
+def hashed_ngrams_ids(table: np.ndarray, ids: np.ndarray, doc: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`hashed_ngrams` of the tokens ``table[ids]`` (``table``: hash of each distinct token; unigram
+    buckets and the first bigram step are computed once per distinct token)."""
+    mask = np.uint64(N_BUCKETS - 1)
+    uni = T.mix64(table ^ _UNI)
+    uni &= mask
+    bi, bdoc, _ = T.ngram_hashes_ids(table, T.ngram_first(table, 2), ids, doc, 2, with_pos=False)
+    bi &= mask
+    buckets = np.concatenate([uni.astype(np.int64)[ids], bi.astype(np.int64)])
+    return buckets, np.concatenate([doc, bdoc]).astype(np.int64, copy=False)
 
 
 def feature_matrix(rule_hits: np.ndarray, buckets: np.ndarray, bdoc: np.ndarray, n_docs: int) -> sp.csr_matrix:

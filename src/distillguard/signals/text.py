@@ -211,28 +211,20 @@ def _bits(f: np.ndarray) -> np.ndarray:
 
 
 def _add_bit_counts(ones: np.ndarray, feat: np.ndarray, doc: np.ndarray, chunk: int) -> None:
-    """Add to ``ones[d, k]`` the number of features of document d with bit k set."""
+    """Add to ``ones[d, k]`` the number of features of document d with bit k set (any document order)."""
     import scipy.sparse as sp
 
     n_docs = len(ones)
-    ordered = len(doc) < 2 or bool(np.all(doc[1:] >= doc[:-1]))
     for s in range(0, len(feat), chunk):
         d = doc[s:s + chunk]
         bits = _bits(feat[s:s + chunk])
-        if ordered:  # runs of one document: segment sums, no float copy of the bits
-            lead = np.empty(len(d), bool)
-            lead[0] = True
-            np.not_equal(d[1:], d[:-1], out=lead[1:])
-            starts = np.flatnonzero(lead)
-            ones[d[starts]] += np.add.reduceat(bits, starts, axis=0, dtype=np.int32)
-        else:
-            ind = sp.csr_matrix((np.ones(len(d), np.float32), (d, np.arange(len(d)))), shape=(n_docs, len(d)))
-            ones += ind @ bits.astype(np.float32)
+        ind = sp.csr_matrix((np.ones(len(d), np.float32), (d, np.arange(len(d)))), shape=(n_docs, len(d)))
+        ones += ind @ bits.astype(np.float32)
 
 
 def simhash_parts(parts: list[tuple[np.ndarray, np.ndarray]], n_docs: int, chunk: int = 262_144) -> np.ndarray:
     """:func:`simhash` over the union of several (feature hashes, document index) parts; a part whose
-    document index is non-decreasing is summed by segments (faster)."""
+    document index is non-decreasing is counted with :func:`bit_counts` (faster)."""
     ones = np.zeros((n_docs, 64), dtype=np.float64)
     total = np.zeros(n_docs, np.float64)
     if n_docs <= SMALL:  # a few documents: skip the set-up
@@ -250,7 +242,10 @@ def simhash_parts(parts: list[tuple[np.ndarray, np.ndarray]], n_docs: int, chunk
     else:
         for feat, doc in parts:
             if len(feat):
-                _add_bit_counts(ones, feat, doc, chunk)
+                if len(doc) < 2 or bool(np.all(doc[1:] >= doc[:-1])):
+                    ones += bit_counts(np.ascontiguousarray(feat, dtype=np.uint64), doc, n_docs)
+                else:
+                    _add_bit_counts(ones, feat, doc, chunk)
                 total += np.bincount(doc, minlength=n_docs)
     set_bits = (ones * 2 > total[:, None]).astype(np.uint64)
     sig = (set_bits << np.arange(64, dtype=np.uint64)).sum(axis=1, dtype=np.uint64)
@@ -277,6 +272,19 @@ _QUOTED_RE2 = "\"[^\"\\n]{1,200}\"|“[^”\\n]{1,200}”|«[^»\\n]{1,200}»|(^
 _URL_RE2 = r"https?://\S+|[\w.+-]+@[\w-]+\.[\w.-]+"
 _NUM_RE2 = r"\d+(?:[.,:/]\d+)*"
 _NAME_TOKEN = re.compile(r"[A-Z][a-z]{1,20}")
+
+
+_B64_RE2 = "[A-Za-z0-9+/]{16}"
+_WORDISH = "[0-9A-Za-z_\\x{80}-\\x{10FFFF}]"  # Python's Unicode \w, widened to every non-ASCII character
+#: RE2 patterns on the lower-cased text of which at least one matches wherever :func:`_deobfuscate_full`
+#: can change anything (a base64 run, a zero-width character, a spaced-out or leetspeak word): each is
+#: implied by the corresponding Python pattern, so the texts matching none are left as they are
+_DEOBF_NEEDS = (
+    _B64_RE2,
+    "[\u200b-\u200f\u2060-\u2064\ufeff\u00ad]",
+    f"(?:{_WORDISH}[ .\\-_*|/]){{3}}{_WORDISH}",
+    "[a-z][a-z013457@$]*[013457@$]|[013457@$][a-z013457@$]*[a-z]",
+)
 
 
 def _deobfuscate_full(text: str) -> str:
@@ -382,9 +390,17 @@ def prepared_array(system: pa.Array, user: pa.Array) -> pa.Array:
     flag = pc.match_substring_regex(full, _OBF_RE2)
     idx = np.flatnonzero(flag.to_numpy(zero_copy_only=False))
     if len(idx):
-        originals = full.take(pa.array(idx)).to_pylist()
-        new = [_deobfuscate_full(t) for t in originals]
-        low = pc.replace_with_mask(low, flag, pa.array(new, low.type))
+        # most flagged texts hold nothing deobfuscate would change: keep those as they are
+        take = pa.array(idx)
+        sub, sub_low = full.take(take), low.take(take)
+        work = pc.match_substring_regex(sub, _B64_RE2).to_numpy(zero_copy_only=False)
+        for pattern in _DEOBF_NEEDS:
+            work |= pc.match_substring_regex(sub_low, pattern).to_numpy(zero_copy_only=False)
+        if work.any():
+            rows = np.zeros(len(full), bool)
+            rows[idx[work]] = True
+            new = [_deobfuscate_full(t) for t in sub.filter(pa.array(work)).to_pylist()]
+            low = pc.replace_with_mask(low, pa.array(rows), pa.array(new, low.type))
     return low
 
 
@@ -455,3 +471,179 @@ def masked_token_hashes_array(user: pa.Array | list[str]) -> tuple[np.ndarray, n
     other than common sentence-initial words become ``name``)."""
     toks, doc = split_tokens(masked_array(user))
     return hash_token_array(toks, _mask_token), doc
+
+
+# --- batch fast path: one tokenisation per text, per-distinct-token tables, in-place hashing -------------
+#
+# The batch path of :func:`distillguard.signals.core.analyse` tokenises each text once into ids of distinct
+# tokens; every hash that depends on one token only (CRC-32, unigram buckets, the first SplitMix step of an
+# n-gram) is computed once per distinct token and gathered. The values are the same as those of
+# :func:`split_tokens` / :func:`hash_token_array` / :func:`ngram_hashes` (tests compare both).
+
+_WORD_BYTE = np.zeros(256, bool)
+_WORD_BYTE[np.frombuffer(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_", np.uint8)] = True
+
+
+def mix64_(x: np.ndarray, tmp: np.ndarray | None = None) -> np.ndarray:
+    """:func:`mix64` in place on a uint64 array (``tmp``: optional scratch of the same size); returns x."""
+    if tmp is None or len(tmp) < len(x):
+        tmp = np.empty_like(x)
+    tmp = tmp[:len(x)]
+    x += _GOLD
+    np.right_shift(x, _S30, out=tmp)
+    x ^= tmp
+    x *= _M1
+    np.right_shift(x, _S27, out=tmp)
+    x ^= tmp
+    x *= _M2
+    np.right_shift(x, _S31, out=tmp)
+    x ^= tmp
+    return x
+
+
+def _string_buffers(arr: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """(offsets relative to the first string, UTF-8 bytes) of a large_string array without copying."""
+    arr = arr.cast(pa.large_string())
+    _, off_buf, data_buf = arr.buffers()
+    off = np.frombuffer(off_buf, np.int64, len(arr) + 1, arr.offset * 8) if off_buf is not None else np.zeros(1, np.int64)
+    base, end = int(off[0]), int(off[-1])
+    data = np.frombuffer(data_buf, np.uint8, end - base, base) if data_buf is not None and end > base else np.empty(0, np.uint8)
+    return off - base, data
+
+
+def _ascii_tokens(arr: pa.Array) -> tuple[pa.Array, np.ndarray]:
+    """:func:`split_tokens` of ASCII-only strings (no nulls) with numpy byte classes: the word characters of
+    ``_SPLIT_RE2`` in ASCII are ``[A-Za-z0-9_]`` and ASCII holds no CJK character."""
+    off, data = _string_buffers(arr)
+    w = _WORD_BYTE[data]
+    if not len(w):
+        return pa.array([], pa.large_string()), np.empty(0, np.int64)
+    # edge[i] = w[i] - w[i-1] (w is 0 outside): +1 where a word starts, -1 just after one ends
+    wi = w.view(np.int8)
+    edge = np.empty(len(w) + 1, np.int8)
+    edge[0], edge[-1] = wi[0], -wi[-1]
+    np.subtract(wi[1:], wi[:-1], out=edge[1:-1])
+    starts = np.flatnonzero(edge == 1)
+    ends = np.flatnonzero(edge == -1)
+    # a token may not run across two strings: cut at string boundaries inside a word run
+    cut = np.unique(off[1:-1])  # (empty strings repeat an offset)
+    cut = cut[(cut > 0) & (cut < len(w))]
+    cut = cut[w[cut] & w[cut - 1]]
+    if len(cut):
+        starts = np.sort(np.concatenate([starts, cut]))
+        ends = np.sort(np.concatenate([ends, cut]))
+    doc = np.searchsorted(off, starts, "right") - 1
+    toff = np.empty(len(starts) + 1, np.int64)
+    toff[0] = 0
+    np.cumsum(ends - starts, out=toff[1:])
+    toks = pa.LargeStringArray.from_buffers(len(starts), pa.py_buffer(toff), pa.py_buffer(np.ascontiguousarray(data[w])))
+    return toks, doc.astype(np.int64)
+
+
+def token_ids(arr: pa.Array, transform=None) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
+    """Tokens of every string of ``arr`` (as :func:`split_tokens`) as ids of distinct tokens.
+
+    Returns ``(table, ids, doc, distinct)``: uint64 CRC-32 of each distinct token (after ``transform``, as
+    :func:`hash_token_array`), the id of each token, the document index of each token (non-decreasing) and
+    the distinct tokens. ASCII strings are split with numpy byte classes, the others with ``split_tokens``."""
+    arr = pc.fill_null(arr.cast(pa.large_string()), "")
+    if len(arr) == 0:
+        return np.empty(0, np.uint64), np.empty(0, np.int64), np.empty(0, np.int64), []
+    asc = pc.string_is_ascii(arr).to_numpy(zero_copy_only=False)
+    perm = None
+    if asc.all():
+        toks, doc = _ascii_tokens(arr)
+    else:
+        rows_a, rows_o = np.flatnonzero(asc), np.flatnonzero(~asc)
+        ta, da = _ascii_tokens(arr.filter(pa.array(asc))) if len(rows_a) else (pa.array([], pa.large_string()), np.empty(0, np.int64))
+        to, do = split_tokens(arr.filter(pa.array(~asc)))
+        toks = pa.concat_arrays([ta.cast(pa.large_string()), to.cast(pa.large_string())])
+        doc = np.concatenate([rows_a[da], rows_o[do]])
+        perm = np.argsort(doc, kind="stable")  # two sorted runs: a merge
+        doc = doc[perm]
+    if len(toks) == 0:
+        return np.empty(0, np.uint64), np.empty(0, np.int64), doc.astype(np.int64), []
+    enc = pc.dictionary_encode(toks)
+    distinct = enc.dictionary.to_pylist()
+    ids = enc.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+    if perm is not None:
+        ids = ids[perm]
+    hashed = [transform(t) for t in distinct] if transform is not None else distinct
+    table = np.asarray(token_hashes(hashed), dtype=np.uint64)
+    return table, ids, doc, distinct
+
+
+def ngram_first(table: np.ndarray, n: int) -> np.ndarray:
+    """Per distinct token: the first step of :func:`ngram_hashes` for n-grams starting with it."""
+    return mix64(table + _U64(n))
+
+
+def ngram_hashes_ids(table: np.ndarray, first: np.ndarray, ids: np.ndarray, doc: np.ndarray, n: int,
+                     with_pos: bool = True):
+    """:func:`ngram_hashes` of the token sequence ``table[ids]`` given ``first = ngram_first(table, n)``."""
+    m = len(ids) - n + 1
+    if m <= 0:
+        return np.empty(0, np.uint64), np.empty(0, doc.dtype), np.empty(0, np.int64)
+    acc = first[ids[:m]]
+    tmp = np.empty_like(acc)
+    for k in range(1, n):
+        acc ^= table[ids[k:k + m]]
+        mix64_(acc, tmp)
+    ok = doc[:m] == doc[n - 1:n - 1 + m]
+    if ok.all():
+        return acc, doc[:m], (np.arange(m) if with_pos else None)
+    pos = np.flatnonzero(ok)
+    return acc[pos], doc[pos], pos
+
+
+# --- SimHash by packed lane counts ---------------------------------------------------------------------
+
+_LANE4 = _U64(0x1111111111111111)
+_LANE8 = _U64(0x0F0F0F0F0F0F0F0F)
+_LANE16 = _U64(0x00FF00FF00FF00FF)
+_LANE32 = _U64(0x0000FFFF0000FFFF)
+
+
+def _blocks(doc: np.ndarray, limit: int | None) -> np.ndarray:
+    """Start of each run of equal ``doc`` values, runs cut into blocks of at most ``limit`` items."""
+    m = len(doc)
+    new = np.empty(m, bool)
+    new[0] = True
+    np.not_equal(doc[1:], doc[:-1], out=new[1:])
+    starts = np.flatnonzero(new)
+    if limit is None:
+        return starts
+    run = np.diff(starts, append=m)
+    if run.max() <= limit:
+        return starts
+    pos = np.arange(m) - np.repeat(starts, run)
+    return np.flatnonzero(pos % limit == 0)
+
+
+def bit_counts(feat: np.ndarray, doc: np.ndarray, n_docs: int) -> np.ndarray:
+    """(n_docs, 64) int64: number of features of each document with bit k set, for features ordered by
+    document. Counts are summed in packed lanes of one uint64 (4, 8, 16, then 32 bits wide; blocks are cut
+    so that no lane overflows), which reads each feature four times instead of unpacking 64 bits."""
+    out = np.zeros((n_docs, 64), np.int64)
+    if not len(feat):
+        return out
+    st = _blocks(doc, 15)
+    d = doc[st]
+    tmp = np.empty_like(feat)
+    level = []  # (partial sums, bit of lane 0); lane i is bit off + i * width
+    for s in range(4):
+        np.right_shift(feat, _U64(s), out=tmp)
+        tmp &= _LANE4
+        level.append((np.add.reduceat(tmp, st), s))
+    for width, mask, limit in ((4, _LANE8, 17), (8, _LANE16, 257), (16, _LANE32, None)):
+        st = _blocks(d, limit)
+        d = d[st]
+        nxt = []
+        for a, off in level:
+            nxt.append((np.add.reduceat(a & mask, st), off))
+            nxt.append((np.add.reduceat((a >> _U64(width)) & mask, st), off + width))
+        level = nxt
+    for a, off in level:  # 32-bit lanes: lane 0 is bit off, lane 1 is bit off + 32
+        out[d, off] += (a & _U64(0xFFFFFFFF)).astype(np.int64)
+        out[d, off + 32] += (a >> _U64(32)).astype(np.int64)
+    return out
