@@ -41,6 +41,12 @@ PARALLEL_MIN_BYTES = 32 * 1024 * 1024
 #: JSONL read as canonical/auto goes through the DuckDB fast path (:mod:`distillguard.io.fastpath`) unless
 #: ``read_events(..., fast=False)``; lines SQL cannot decide exactly still go through the Python parser
 FAST_DEFAULT = False
+#: readers for canonical/auto JSONL: ``arrow`` (:mod:`distillguard.io.blockparse`: Arrow parses each block
+#: once), ``sql`` (:mod:`distillguard.io.fastpath`), ``python`` (orjson + ``normalize_values`` per line). All
+#: give the same rows and rejects; lines the first two cannot decide exactly go through the Python parser.
+READERS = ("arrow", "sql", "python")
+#: the reader used when ``read_events(fast=None)``
+DEFAULT_READER = "arrow"
 #: a whole-document JSON file (a top-level array or a pretty-printed object) larger than this is refused
 MAX_DOCUMENT_BYTES = 512 * 1024 * 1024
 
@@ -663,7 +669,15 @@ class EventStream:
         self.quarantine = quarantine if quarantine is not None else Quarantine()
         self.summary = ReadSummary()
         self.workers = workers
-        self.fast = FAST_DEFAULT if fast is None else bool(fast)
+        if fast is None:
+            self.reader = "sql" if FAST_DEFAULT else DEFAULT_READER
+        elif isinstance(fast, str):
+            if fast not in READERS:
+                raise ValueError(f"unknown reader {fast!r}; one of {', '.join(READERS)}")
+            self.reader = fast
+        else:
+            self.reader = "sql" if fast else "python"
+        self.fast = self.reader != "python"
         self._it = self._run()
 
     def __iter__(self) -> "EventStream":
@@ -700,7 +714,13 @@ class EventStream:
                         if _base_name(p).endswith(".json") and _is_document(p):
                             yield from _read_document(p, label, shape, em, self.batch_rows)
                         else:
-                            if self.fast and shape in ("auto", "canonical"):
+                            if self.reader == "arrow" and shape in ("auto", "canonical"):
+                                from distillguard.io.blockparse import read_canonical_arrow
+
+                                yield from read_canonical_arrow(p, label, shape, em, self.batch_rows, _unreadable,
+                                                                _Unreadable, self._workers_for(p), pool_box)
+                                continue
+                            if self.reader == "sql" and shape in ("auto", "canonical"):
                                 from distillguard.io.fastpath import read_canonical_fast
 
                                 yield from read_canonical_fast(p, label, shape, em, self.batch_rows, parse_lines,
@@ -724,7 +744,7 @@ class EventStream:
 def read_events(paths: str | os.PathLike | Iterable[str | os.PathLike], *, fmt: str = "auto",
                 mapping: Any = None, quarantine: Quarantine | None = None, strict: bool = False,
                 batch_rows: int = 50_000, workers: int | str | None = "auto",
-                fast: bool | None = None) -> EventStream:
+                fast: bool | str | None = None) -> EventStream:
     """Read event files as a stream of :data:`~distillguard.schema.EVENT_SCHEMA` record batches.
 
     ``fmt``: ``auto`` (from the extension; JSON records are recognised as canonical, OpenAI log or OTLP by
@@ -732,6 +752,8 @@ def read_events(paths: str | os.PathLike | Iterable[str | os.PathLike], *, fmt: 
     Rejected records go to ``quarantine`` (a fresh in-memory one when not given, reachable as
     ``stream.quarantine``); ``strict=True`` raises :class:`InputError` at the first one instead.
     ``workers``: worker processes for large JSONL files (``"auto"``: one per core above
-    :data:`PARALLEL_MIN_BYTES`; 0 = in this process). The returned stream carries ``.summary``.
+    :data:`PARALLEL_MIN_BYTES`; 0 = in this process). ``fast``: the reader for canonical/auto JSONL, one of
+    :data:`READERS` (``True`` = ``"sql"``, ``False`` = ``"python"``, ``None`` = :data:`DEFAULT_READER`).
+    The returned stream carries ``.summary``.
     """
     return EventStream(paths, fmt, mapping, quarantine, strict, batch_rows, workers, fast)

@@ -1,0 +1,627 @@
+"""Arrow block parser for canonical JSONL: each block of whole lines is parsed once by Arrow's C++ JSON reader
+and the :data:`~distillguard.schema.EVENT_SCHEMA` columns are derived with vectorised kernels.
+
+The result is exactly what :func:`distillguard.io.readers.parse_lines` (the plain Python path) gives: the
+fast path only *accepts* a row when it can reproduce :func:`~distillguard.schema.normalize_values` for it
+bit for bit, and hands every other line to the Python parser, which keeps the file, line, field and reason
+of each reject. What goes to Python:
+
+* lines Arrow is never shown: not starting with ``{`` and ending with ``}`` (blank lines are skipped as the
+  Python path skips them), or 1,000,000 bytes and longer;
+* pieces Arrow refuses (invalid JSON or UTF-8, a duplicate key, a value of an unexpected type such as content
+  given as a list of parts): the piece is halved until the failing lines are found (at most
+  :data:`MIN_PIECE_LINES` lines a piece go to Python);
+* rows that use anything the vectorised derivation does not cover: ``tools``, unknown fields (``extra``),
+  message items with keys other than ``role``/``content`` or a null content, ``prompt`` together with
+  ``messages``, no ``request_id``, timestamps outside strict RFC 3339 text or epoch seconds in (0, 1e11),
+  control characters other than tab/newline/CR/backspace/form feed in message text, an out-of-range integer.
+
+Arrow's parser is stricter than or as strict as orjson for everything that can reach an accepted row (NaN and
+Infinity only parse into fields that are routed to Python anyway), and a piece whose row count differs from
+its line count (two objects on one line) is refused as a whole. Memory stays bounded by the block size.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import deque
+from typing import Iterator
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.json as pj
+
+from distillguard.schema import EVENT_COLUMNS, EVENT_SCHEMA, INPUT_FIELDS
+
+__all__ = ["read_canonical_arrow", "ARROW_BLOCK_BYTES", "MIN_PIECE_LINES"]
+
+#: bytes of the file parsed as one block (whole lines)
+ARROW_BLOCK_BYTES = 16 * 1024 * 1024
+#: a refused piece this small (in lines) goes to the Python parser instead of being halved again
+MIN_PIECE_LINES = 8
+#: at most this many times a block's bytes are handed to Arrow while halving refused pieces
+MAX_REPARSE = 4
+#: Arrow's own chunk size inside a block; must exceed the longest line shown to it (1,000,000 bytes)
+_ARROW_CHUNK = 2 * 1024 * 1024
+_MAX_LINE = 1_000_000
+
+_S, _I, _F = pa.string(), pa.int64(), pa.float64()
+_STR_FIELDS = ("request_id", "org_id", "api_key_id", "ip", "user_agent", "payment_fingerprint",
+               "model", "reasoning_effort", "response", "reasoning_content")
+_INT_FIELDS = ("max_tokens", "input_tokens", "output_tokens", "reasoning_tokens", "status_code")
+_MSG_TYPE = pa.list_(pa.struct([("role", _S), ("content", _S)]))
+#: fields whose JSON type varies between files: (first choice, alternative); switched per file on a refusal
+_VARIANTS = {"timestamp": (_S, _F), "account_created_at": (_S, _F), "account_id": (_S, _I), "asn": (_S, _I)}
+_FIXED = [(f, _S) for f in _STR_FIELDS + ("prompt",)] + [(f, _I) for f in _INT_FIELDS] + [("messages", _MSG_TYPE)]
+_TYPE_CHANGE = re.compile(r"Column\(/([A-Za-z_]+)\) changed from (\w+) to (\w+)")
+
+_ISO = (r"^(19|20|21)[0-9]{2}-[0-9]{2}-[0-9]{2}T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\.[0-9]{1,6})?"
+        r"([zZ]|[+-]([01][0-9]|2[0-3]):[0-5][0-9])$")
+_NEEDS_ESCAPE = r'[\\"\x00-\x1f]'
+_UNSUPPORTED_CTRL = r"[\x00-\x07\x0b\x0e-\x1f]"  # orjson writes these as \u00XX: left to Python
+_ESCAPES = (("\\", "\\\\"), ('"', '\\"'), ("\n", "\\n"), ("\r", "\\r"), ("\t", "\\t"), ("\b", "\\b"),
+            ("\f", "\\f"))
+_INT64_MIN = -(2**63)
+# a key holding an escape sequence: a backslash, then the rest of the key, its closing quote and a colon
+_ESCAPED_KEY = r'\\[^"\\]*"\s*:|\\"[^"\\]*"\s*:'
+_ESCAPED_KEY_RE = re.compile(_ESCAPED_KEY.encode())
+_DAYS_IN_MONTH = np.array([0, 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31], dtype=np.int64)
+
+
+class _Refused(Exception):
+    """Arrow could not parse a piece into the expected shape."""
+
+
+# --------------------------------------------------------------------------------------------- parsing
+
+
+class _Parser:
+    """Arrow's JSON reader with the canonical schema; the type of each variant field sticks per file."""
+
+    def __init__(self, threads: bool = True) -> None:
+        self.choice = {f: 0 for f in _VARIANTS}
+        self.read_options = pj.ReadOptions(use_threads=threads, block_size=_ARROW_CHUNK)
+
+    def _schema(self) -> pa.Schema:
+        return pa.schema(_FIXED + [(f, _VARIANTS[f][self.choice[f]]) for f in _VARIANTS])
+
+    def parse(self, data, n_lines: int) -> pa.Table:
+        """Parse ``data`` (whole lines, each starting with ``{``) into ``n_lines`` rows or raise _Refused."""
+        flips = 0
+        while True:
+            opts = pj.ParseOptions(explicit_schema=self._schema(), unexpected_field_behavior="infer")
+            try:
+                table = pj.read_json(pa.BufferReader(data), read_options=self.read_options, parse_options=opts)
+            except (pa.ArrowException, ValueError, UnicodeError) as e:
+                m = _TYPE_CHANGE.search(str(e))
+                if m and m.group(1) in _VARIANTS and m.group(3) in ("number", "string") and flips < len(_VARIANTS):
+                    want = int(m.group(3) == "number")  # the alternative types are the numeric ones
+                    if self.choice[m.group(1)] != want:
+                        self.choice[m.group(1)] = want
+                        flips += 1
+                        continue
+                raise _Refused(str(e)) from None
+            if table.num_rows != n_lines:  # e.g. two objects on one line
+                raise _Refused(f"{table.num_rows} rows from {n_lines} lines")
+            return table
+
+
+def _line_spans(data: bytes) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(start, end without the newline, end with it) of every line of the block."""
+    buf = np.frombuffer(data, dtype=np.uint8)
+    nl = np.flatnonzero(buf == 10)
+    starts = np.concatenate(([0], nl + 1)).astype(np.int64)
+    if starts[-1] == len(data):
+        starts = starts[:-1]
+    n = len(starts)
+    ends = np.concatenate((nl, [len(data)])).astype(np.int64)[:n]
+    full = np.minimum(ends + 1, len(data))
+    return starts, ends, full
+
+
+def _utf8_ok(data) -> bool:
+    """Whether the bytes are valid UTF-8 (Arrow's vectorised check over the whole block)."""
+    arr = pa.LargeStringArray.from_buffers(1, pa.py_buffer(np.array([0, len(data)], dtype=np.int64)),
+                                           pa.py_buffer(data))
+    try:
+        arr.validate(full=True)
+        return True
+    except pa.ArrowInvalid:
+        return False
+
+
+def _classify(data: bytes, starts: np.ndarray, ends: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(shown to Arrow, blank) per line. Lines neither go to the Python parser."""
+    buf = np.frombuffer(data, dtype=np.uint8)
+    length = ends - starts
+    nonempty = length > 0
+    first = np.zeros(len(starts), dtype=np.uint8)
+    last = np.zeros(len(starts), dtype=np.uint8)
+    first[nonempty] = buf[starts[nonempty]]
+    last_idx = ends - 1
+    last[nonempty] = buf[last_idx[nonempty]]
+    quick = nonempty & (first == 0x7B) & (last == 0x7D) & (length < _MAX_LINE)
+    # lines with tool definitions go to Python directly: Arrow would only infer their nested types (slow)
+    quick[_lines_with(data, np.concatenate((starts, [len(data)])), b'"tools"')] = False
+    unicode_ok = True
+    if not _utf8_ok(data):  # Arrow does not always check string bytes: lines with bad UTF-8 go to Python
+        unicode_ok = False
+        for i in np.flatnonzero(quick):
+            try:
+                data[starts[i]:ends[i]].decode("utf-8")
+            except UnicodeDecodeError:
+                quick[i] = False
+    shown = quick.copy()
+    blank = np.zeros(len(starts), dtype=bool)
+    for i in np.flatnonzero(~quick):
+        line = data[starts[i]:ends[i]]
+        stripped = line.strip()
+        if not stripped:
+            blank[i] = True
+        elif b'"tools"' not in line and (unicode_ok or _utf8_ok(line)) and (len(line) < _MAX_LINE and stripped[:1] == b"{" and stripped[-1:] == b"}"
+              and stripped == line.strip(b" \t\r\n")):
+            shown[i] = True
+    return shown, blank
+
+
+# --------------------------------------------------------------------------------------------- derivation
+
+
+def _col(table: pa.Table, name: str):
+    if name in table.column_names:
+        col = table.column(name)
+        return col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+    return None
+
+
+def _nonnull(arr, n: int) -> np.ndarray:
+    if arr is None:
+        return np.zeros(n, dtype=bool)
+    return np.asarray(arr.is_valid().to_numpy(zero_copy_only=False), dtype=bool)
+
+
+def _bools(arr) -> np.ndarray:
+    return np.asarray(pc.fill_null(arr, False).to_numpy(zero_copy_only=False), dtype=bool)
+
+
+def _lines_with(data, offs: np.ndarray, needle: bytes) -> np.ndarray:
+    """Indices of the lines ``data[offs[i]:offs[i+1]]`` that contain ``needle`` (one ``find`` a hit line)."""
+    found = []
+    pos, end = int(offs[0]), int(offs[-1])
+    while True:
+        hit = data.find(needle, pos, end)
+        if hit < 0:
+            break
+        i = int(np.searchsorted(offs, hit, side="right")) - 1
+        found.append(i)
+        pos = int(offs[i + 1])
+    return np.asarray(found, dtype=np.int64)
+
+
+def _maybe_null_key(data, offs: np.ndarray, names: list[str]) -> np.ndarray:
+    """Lines that may hold one of the keys ``names`` with a ``null`` value (which Arrow cannot tell from an
+    absent key). Such a line must contain the literal ``null``; it is then flagged when it contains the key
+    in quotes, or any key spelt with an escape sequence."""
+    hit = np.zeros(len(offs) - 1, dtype=bool)
+    if not names:
+        return hit
+    quoted = [('"' + name + '"').encode() for name in names]
+    for i in _lines_with(data, offs, b"null"):
+        line = bytes(data[int(offs[i]):int(offs[i + 1])])
+        if any(q in line for q in quoted) or _ESCAPED_KEY_RE.search(line):
+            hit[i] = True
+    return hit
+
+
+def _any_valid(table_or_struct, names: list[str], n: int) -> np.ndarray:
+    """Rows where any of the columns ``names`` holds a value."""
+    out = np.zeros(n, dtype=bool)
+    for name in names:
+        col = table_or_struct(name)
+        if col is not None and col.type != pa.null():
+            out |= _nonnull(col, n)
+    return out
+
+
+def _iso_micros(text: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """(epoch microseconds, ok) for strict RFC 3339 text, as ``parse_timestamp`` reads it."""
+    n = len(text)
+    ok = _bools(pc.match_substring_regex(text, _ISO))
+    micros = np.zeros(n, dtype=np.int64)
+    if not ok.any():
+        return micros, ok
+    off_type = np.int64 if text.type == pa.large_string() else np.int32
+    offsets = np.frombuffer(text.buffers()[1], dtype=off_type)[text.offset:text.offset + n + 1].astype(np.int64)
+    data = np.frombuffer(text.buffers()[2], dtype=np.uint8) if text.buffers()[2] is not None else np.zeros(1, np.uint8)
+    idx = np.flatnonzero(ok)
+    s = offsets[idx]
+    e = offsets[idx + 1]
+
+    def digits(pos: np.ndarray, k: int) -> np.ndarray:
+        v = np.zeros(len(pos), dtype=np.int64)
+        for j in range(k):
+            v = v * 10 + (data[pos + j].astype(np.int64) - 48)
+        return v
+
+    y, mo, d = digits(s, 4), digits(s + 5, 2), digits(s + 8, 2)
+    hh, mi, ss = digits(s + 11, 2), digits(s + 14, 2), digits(s + 17, 2)
+    dim = _DAYS_IN_MONTH[np.clip(mo, 0, 12)] + ((mo == 2) & (y % 4 == 0) & ((y % 100 != 0) | (y % 400 == 0)))
+    valid = (mo >= 1) & (mo <= 12) & (d >= 1) & (d <= dim)
+    last = data[e - 1]
+    zulu = (last == ord("Z")) | (last == ord("z"))
+    tz_len = np.where(zulu, 1, 6)
+    frac_end = e - tz_len
+    has_frac = (s + 19 < frac_end) & (data[np.minimum(s + 19, len(data) - 1)] == ord("."))
+    nfrac = np.where(has_frac, frac_end - (s + 20), 0)
+    us = np.zeros(len(idx), dtype=np.int64)
+    for j in range(6):
+        take = nfrac > j
+        dig = np.where(take, data[np.where(take, s + 20 + j, s)].astype(np.int64) - 48, 0)
+        us = us * 10 + dig
+    sign = np.where(data[np.where(zulu, s, e - 6)] == ord("-"), -1, 1)
+    oh = np.where(zulu, 0, digits(np.where(zulu, s, e - 5), 2))
+    om = np.where(zulu, 0, digits(np.where(zulu, s, e - 2), 2))
+    offset_s = np.where(zulu, 0, sign * (oh * 3600 + om * 60))
+    # days from civil (proleptic Gregorian), vectorised
+    yy = y - (mo <= 2)
+    era = np.floor_divide(yy, 400)
+    yoe = yy - era * 400
+    mp = (mo + 9) % 12
+    doy = (153 * mp + 2) // 5 + d - 1
+    doe = yoe * 365 + yoe // 4 - yoe // 100 + doy
+    days = era * 146097 + doe - 719468
+    secs = days * 86400 + hh * 3600 + mi * 60 + ss - offset_s
+    micros[idx] = secs * 1_000_000 + us
+    ok[idx] = valid
+    return micros, ok
+
+
+def _epoch_micros(values: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """(epoch microseconds, ok) for epoch seconds in (0, 1e11), as ``datetime.fromtimestamp`` rounds them."""
+    v = np.asarray(pc.fill_null(values.cast(_F), 0.0).to_numpy(zero_copy_only=False), dtype=np.float64)
+    ok = (v > 0.0) & (v < 1e11)
+    frac, whole = np.modf(np.where(ok, v, 1.0))
+    us = np.rint(frac * 1e6).astype(np.int64)  # round half to even, as CPython does
+    secs = whole.astype(np.int64)
+    carry = us >= 1_000_000
+    return np.where(ok, (secs + carry) * 1_000_000 + us - carry * 1_000_000, 0), ok
+
+
+def _timestamps(arr, n: int) -> tuple[np.ndarray, np.ndarray]:
+    if arr is None or arr.type == pa.null():
+        return np.zeros(n, dtype=np.int64), np.zeros(n, dtype=bool)
+    if pa.types.is_string(arr.type):
+        return _iso_micros(arr)
+    if pa.types.is_floating(arr.type) or pa.types.is_integer(arr.type):
+        return _epoch_micros(arr)
+    return np.zeros(n, dtype=np.int64), np.zeros(n, dtype=bool)
+
+
+def _id_text(arr, n: int) -> tuple[pa.Array, np.ndarray]:
+    """A string-or-integer field as text (``str(int)`` for integers) and where it is usable."""
+    if arr is None or arr.type == pa.null():
+        return pa.nulls(n, _S), np.zeros(n, dtype=bool)
+    if pa.types.is_string(arr.type):
+        return arr, _nonnull(arr, n)
+    if pa.types.is_integer(arr.type):
+        return pc.cast(arr, _S), _nonnull(arr, n)
+    return pa.nulls(n, _S), np.zeros(n, dtype=bool)
+
+
+def _json_str(values: pa.Array) -> tuple[pa.Array, np.ndarray]:
+    """Each string as a JSON string literal exactly as orjson writes it, and the strings holding a control
+    character orjson would write as ``\\u00XX`` (those rows are left to Python)."""
+    need = _bools(pc.match_substring_regex(values, _NEEDS_ESCAPE))
+    unsupported = np.zeros(len(values), dtype=bool)
+    if need.any():
+        idx = np.flatnonzero(need)
+        sub = values.take(pa.array(idx))
+        unsupported[idx] = _bools(pc.match_substring_regex(sub, _UNSUPPORTED_CTRL))
+        for a, b in _ESCAPES:
+            sub = pc.replace_substring(sub, a, b)
+        values = pc.replace_with_mask(values, pa.array(need), sub)
+    return pc.binary_join_element_wise('"', values, '"', ""), unsupported
+
+
+def _join_lists(parent: np.ndarray, values: pa.Array, n: int, sep: str) -> tuple[pa.Array, np.ndarray]:
+    """Join ``values`` (grouped by ``parent`` row, in order) with ``sep``: one string per row, and the counts."""
+    counts = np.bincount(parent, minlength=n).astype(np.int32) if len(parent) else np.zeros(n, dtype=np.int32)
+    offsets = np.concatenate(([0], np.cumsum(counts))).astype(np.int32)
+    lists = pa.ListArray.from_arrays(pa.array(offsets), values)
+    return pc.binary_join(lists, sep), counts
+
+
+def derive(table: pa.Table, data, offs: np.ndarray, lns: np.ndarray, label: str) -> tuple[pa.Table, np.ndarray]:
+    """The EVENT_SCHEMA rows of a parsed piece and the mask of rows they are exact for (the others go to
+    Python). Row i was parsed from ``data[offs[i]:offs[i+1]]``, line ``lns[i]`` of the file."""
+    n = table.num_rows
+    ok = np.ones(n, dtype=bool)
+
+    unknown = [c for c in table.column_names if c not in INPUT_FIELDS]
+    ok &= ~_any_valid(lambda c: _col(table, c), unknown, n)
+    ok &= ~_maybe_null_key(data, offs, unknown)
+    tools = _col(table, "tools")
+    if tools is not None and tools.type != pa.null():
+        ok &= ~_nonnull(tools, n)
+
+    account, acc_ok = _id_text(_col(table, "account_id"), n)
+    ok &= acc_ok
+    if acc_ok.any():
+        ok &= ~_bools(pc.equal(account, ""))
+    asn_raw = _col(table, "asn")
+    asn, asn_ok = _id_text(asn_raw, n)
+    ok &= asn_ok | ~_nonnull(asn_raw, n)
+
+    ts_us, ts_ok = _timestamps(_col(table, "timestamp"), n)
+    ok &= ts_ok
+    created_raw = _col(table, "account_created_at")
+    created_us, created_ok = _timestamps(created_raw, n)
+    has_created = _nonnull(created_raw, n)
+    ok &= created_ok | ~has_created
+
+    request_id = _col(table, "request_id")
+    ok &= _nonnull(request_id, n) & ~_bools(pc.equal(request_id, ""))
+
+    ints = {f: _col(table, f) for f in _INT_FIELDS}
+    for f, arr in ints.items():
+        ok &= ~_bools(pc.equal(arr, _INT64_MIN))
+    status = ints["status_code"]
+    ok &= ~_bools(pc.or_(pc.less(status, 0), pc.greater(status, 999)))
+
+    prompt = _col(table, "prompt")
+    has_prompt = _nonnull(prompt, n)
+    msgs = _col(table, "messages")
+    has_msgs = _nonnull(msgs, n)
+    ok &= has_prompt ^ has_msgs  # neither: an error; both: left to Python
+
+    # messages: only {role, content} items with text content
+    lengths = np.asarray(pc.fill_null(pc.list_value_length(msgs), 0).to_numpy(zero_copy_only=False), dtype=np.int64)
+    flat = pc.list_flatten(msgs)
+    parent = np.asarray(pc.list_parent_indices(msgs).to_numpy(zero_copy_only=False), dtype=np.int64)
+    item_fields = [flat.type.field(i).name for i in range(flat.type.num_fields)]
+    extra_keys = [k for k in item_fields if k not in ("role", "content")]
+    flat_valid = _nonnull(flat, len(flat))
+    if extra_keys:
+        ok &= ~_maybe_null_key(data, offs, extra_keys)
+    role = pc.struct_field(flat, "role")
+    content = pc.struct_field(flat, "content")
+    bad_item = ~flat_valid | ~_nonnull(role, len(flat)) | ~_nonnull(content, len(flat))
+    if extra_keys:
+        bad_item |= _any_valid(lambda k: pc.struct_field(flat, k), extra_keys, len(flat))
+    role = pc.fill_null(role, "")
+    content = pc.fill_null(content, "")
+    content_json, bad_content = _json_str(content)
+    role_json, bad_role = _json_str(role)
+    bad_item |= bad_content | bad_role
+    if bad_item.any():
+        ok[np.unique(parent[bad_item])] = False
+
+    # from here on only rows still ok matter (bad items were filled in to keep the kernels total)
+    item_json = pc.binary_join_element_wise('{"content":', content_json, ',"role":', role_json, "}", "")
+    msg_json, _ = _join_lists(parent, item_json, n, ",")
+    msg_json = pc.binary_join_element_wise("[", msg_json, "]", "")
+    msg_json = pc.if_else(pa.array(has_msgs), msg_json, pa.nulls(n, _S))
+
+    is_user = _bools(pc.equal(role, "user"))
+    is_sys = _bools(pc.or_(pc.equal(role, "system"), pc.equal(role, "developer")))
+    user_text, n_user = _join_lists(parent[is_user], content.filter(pa.array(is_user)), n, "\n\n")
+    sys_text, n_sys = _join_lists(parent[is_sys], content.filter(pa.array(is_sys)), n, "\n\n")
+    sys_text = pc.if_else(pa.array(n_sys > 0), sys_text, pa.nulls(n, _S))
+    prompt_or_empty = prompt if prompt is not None else pa.nulls(n, _S)
+    user_text = pc.if_else(pa.array(has_prompt), prompt_or_empty, user_text)
+    n_user_turns = np.where(has_prompt, 1, n_user).astype(np.int32)
+    n_messages = np.where(has_msgs, lengths, 1).astype(np.int32)
+
+    ts_type = pa.timestamp("us", tz="UTC")
+    source = pc.binary_join_element_wise(label + ":", pc.cast(pa.array(lns), _S), "")
+    cols = {
+        "event_id": request_id,
+        "request_id": request_id,
+        "timestamp": pa.array(ts_us, type=pa.int64()).cast(ts_type),
+        "account_id": account,
+        "asn": asn,
+        "account_created_at": pa.array(created_us, mask=~has_created, type=pa.int64()).cast(ts_type),
+        "messages": msg_json,
+        "system_text": sys_text,
+        "user_text": user_text,
+        "n_messages": pa.array(n_messages),
+        "n_user_turns": pa.array(n_user_turns),
+        "tools": pa.nulls(n, _S),
+        "n_tools": pa.array(np.zeros(n, dtype=np.int32)),
+        "extra": pa.nulls(n, _S),
+        "source": source,
+    }
+    for f in _STR_FIELDS:
+        cols.setdefault(f, _col(table, f))
+    for f in _INT_FIELDS:
+        cols[f] = ints[f]
+    arrays = []
+    for field in EVENT_SCHEMA:
+        arr = cols[field.name]
+        if arr is None:
+            arr = pa.nulls(n, field.type)
+        elif arr.type != field.type:
+            arr = arr.cast(field.type)
+        arrays.append(arr)
+    out = pa.Table.from_arrays(arrays, names=list(EVENT_COLUMNS)).filter(pa.array(ok))
+    return out, ok
+
+
+# --------------------------------------------------------------------------------------------- driver
+
+
+def read_canonical_arrow(path, label: str, shape: str, em, batch_rows: int, unreadable, unreadable_cls,
+                         workers: int = 0, pool_box: list | None = None,
+                         block_bytes: int | None = None) -> Iterator[pa.RecordBatch]:
+    """Read one JSONL file through Arrow; lines and rows it cannot decide exactly go to the Python parser.
+
+    ``workers`` > 1 parses blocks in that many worker processes (one Arrow thread each), handed out and
+    collected in order; otherwise blocks are parsed here with Arrow's thread pool."""
+    from distillguard.io.fastpath import _blocks
+
+    def tasks() -> Iterator[tuple]:
+        next_line = 1
+        for data, err in _blocks(path, block_bytes or ARROW_BLOCK_BYTES):
+            if err is not None:
+                yield next_line, None, err
+                continue
+            yield next_line, data, None
+            next_line += data.count(b"\n") + (0 if data.endswith(b"\n") else 1)
+
+    if workers <= 1:
+        for first, data, err in tasks():
+            if err is not None:
+                unreadable(em, label, first, unreadable_cls(err))
+                continue
+            yield from _emit(em, label, parse_block(label, first, data, shape, True), batch_rows)
+        return
+    if pool_box is None:
+        pool_box = []
+    if not pool_box:
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor
+
+        method = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
+        pool_box.append(ProcessPoolExecutor(workers, mp_context=mp.get_context(method)))
+    pool = pool_box[0]
+    inflight: deque = deque()
+    for first, data, err in tasks():
+        if err is not None:
+            while inflight:
+                yield from _emit(em, label, inflight.popleft().result(), batch_rows)
+            unreadable(em, label, first, unreadable_cls(err))
+            continue
+        inflight.append(pool.submit(parse_block, label, first, data, shape, False))
+        del data
+        while len(inflight) > workers + 1:
+            yield from _emit(em, label, inflight.popleft().result(), batch_rows)
+    while inflight:
+        yield from _emit(em, label, inflight.popleft().result(), batch_rows)
+
+
+def _emit(em, label: str, result: tuple, batch_rows: int) -> Iterator[pa.RecordBatch]:
+    table, rejects, records, skipped = result
+    batches = table.to_batches(max_chunksize=batch_rows) if table is not None else []
+    if skipped:
+        em.summary.skipped += skipped
+        fs = em.summary.file(label)
+        fs["skipped"] = fs.get("skipped", 0) + skipped
+    out = em.result(label, batches[0] if batches else None, rejects, records)
+    if out is not None:
+        yield out
+    for b in batches[1:]:
+        out = em.result(label, b, [], 0)
+        if out is not None:
+            yield out
+
+
+_PARSERS: dict[bool, _Parser] = {}
+
+
+def parse_block(label: str, first_ln: int, data: bytes, shape: str, threads: bool) -> tuple:
+    """One block of whole lines (the file's last may lack its newline) to ``(table | None, rejects, records,
+    skipped)``, exactly as the Python parser would give them. Pure function, run in workers."""
+    from distillguard.io.readers import _safe_batch, parse_lines
+
+    parser = _PARSERS.get(threads)
+    if parser is None:
+        parser = _PARSERS[threads] = _Parser(threads)
+    starts, ends, full = _line_spans(data)
+    n_lines = len(starts)
+    unterminated_last = not data.endswith(b"\n")
+    shown, blank = _classify(data, starts, ends)
+    idx = np.flatnonzero(shown)
+    if len(idx) == n_lines:
+        cbuf = data
+        coffs = np.concatenate((starts, [len(data)]))
+    else:  # only the lines Arrow may see, one after the other (runs of neighbours copied at once)
+        breaks = np.flatnonzero(np.diff(idx) != 1) + 1
+        run_lo = np.concatenate(([0], breaks))
+        run_hi = np.concatenate((breaks, [len(idx)]))
+        mv = memoryview(data)
+        cbuf = b"".join(mv[starts[idx[a]]:full[idx[b - 1]]] for a, b in zip(run_lo, run_hi) if b > a)
+        coffs = np.concatenate(([0], np.cumsum((full - starts)[idx]))).astype(np.int64)
+    pieces: list[tuple[int, int, pa.Table | None]] = []
+    _pieces(parser, cbuf, coffs, 0, len(idx), pieces)
+
+    fast_parts: list[pa.Table] = []
+    fast_lns: list[np.ndarray] = []
+    slow = ~shown & ~blank
+    for lo, hi, table in pieces:
+        lines_here = idx[lo:hi]
+        if table is None:
+            slow[lines_here] = True
+            continue
+        try:
+            rows, ok = derive(table, cbuf, coffs[lo:hi + 1], first_ln + lines_here, label)
+        except (pa.ArrowException, ValueError, TypeError, IndexError):  # never lose a piece: Python decides it
+            slow[lines_here] = True
+            continue
+        slow[lines_here[~ok]] = True
+        if rows.num_rows:
+            fast_parts.append(rows)
+            fast_lns.append(first_ln + lines_here[ok])
+    records = sum(t.num_rows for t in fast_parts)
+    rows_py: list[tuple] = []
+    line_of_row: list[int] = []
+    rejects: list[tuple] = []
+    skipped = 0
+    last_i = n_lines - 1
+    for i in np.flatnonzero(slow):
+        ln = first_ln + int(i)
+        r, rj, rec, sk = parse_lines(label, ln, [data[starts[i]:full[i]]], shape, unterminated_last and i == last_i)
+        records += rec
+        skipped += sk
+        rows_py.extend(r)
+        line_of_row.extend([ln] * len(r))
+        rejects.extend(rj)
+    refused: list = []
+    slow_b = _safe_batch(rows_py, refused) if rows_py else None
+    if refused:  # rows Arrow would not take (Python path: quarantined the same way)
+        gone = {r[0] for r in refused}
+        line_of_row = [x for x in line_of_row if x not in gone]
+        rejects.extend(refused)
+        rejects.sort(key=lambda r: (r[0] is None, r[0] or 0))
+    tables = [t.cast(EVENT_SCHEMA) for t in fast_parts]
+    keys = list(fast_lns)
+    if slow_b is not None:
+        tables.append(pa.Table.from_batches([slow_b]))
+        keys.append(np.asarray(line_of_row, dtype=np.int64))
+    out = None
+    if tables:
+        out = pa.concat_tables(tables) if len(tables) > 1 else tables[0]
+        if len(tables) > 1:
+            out = out.take(pa.array(np.argsort(np.concatenate(keys), kind="stable")))
+        out = out.combine_chunks()
+    return out, rejects, records, skipped
+
+
+def _pieces(parser: _Parser, cbuf: bytes, coffs: np.ndarray, lo: int, hi: int, out: list) -> None:
+    """Parse lines [lo, hi) of ``cbuf``; refused pieces are halved until they are :data:`MIN_PIECE_LINES`
+    lines or fewer, which go to Python. Halving stops (the rest goes to Python) once the pieces parsed add
+    up to :data:`MAX_REPARSE` times the block, so a block full of odd lines costs a few parses at most."""
+    buf = pa.py_buffer(cbuf)
+    budget = [MAX_REPARSE * max(int(coffs[hi] - coffs[lo]), 1)]
+    todo = [(lo, hi)]
+    while todo:
+        a, b = todo.pop()
+        if b <= a:
+            continue
+        size = int(coffs[b] - coffs[a])
+        if budget[0] >= size:
+            budget[0] -= size
+            try:
+                out.append((a, b, parser.parse(buf.slice(int(coffs[a]), size), b - a)))
+                continue
+            except _Refused:
+                pass
+        else:
+            budget[0] = 0
+        if b - a <= MIN_PIECE_LINES or budget[0] <= 0:
+            out.append((a, b, None))
+            continue
+        mid = (a + b) // 2
+        todo.append((mid, b))
+        todo.append((a, mid))
+    out.sort(key=lambda piece: piece[0])
