@@ -6,8 +6,12 @@
 Prints, for each step, wall seconds, events/s and peak RSS (the process and its worker processes
 together, sampled every 20 ms): generate (not timed against anything), duckdb read_json (floor: parse the
 same file into an in-memory table; duckdb_read_json_file: the same into a DuckDB file, the fair floor for
-ingest), scan-read (read_events only, batches counted), ingest (read_events into
-a DuckDB file store); scan_read_fast / ingest_fast: the same through the DuckDB fast path (fast=True). Each measured step runs in a fresh subprocess so peaks do not mix.
+ingest), scan-read (read_events only, batches counted: the default reader, the Arrow block parser), ingest
+(read_events into a DuckDB file store); scan_read_python / ingest_python: the same through the plain Python
+parser (fast=False); scan_read_fast / ingest_fast: through the DuckDB SQL path (fast=True). Each measured
+step runs in a fresh subprocess so peaks do not mix.
+
+    python bench/bench_ingest.py --path /tmp/scan1m/events.jsonl --steps duckdb_read_json,scan_read
 """
 
 from __future__ import annotations
@@ -50,6 +54,20 @@ from distillguard.io import read_events
 n = 0
 for b in read_events(PATH, workers=WORKERS, fast=True):
     n += b.num_rows
+""",
+    "scan_read_python": """
+from distillguard.io import read_events
+n = 0
+for b in read_events(PATH, workers=WORKERS, fast=False):
+    n += b.num_rows
+""",
+    "ingest_python": """
+from distillguard.io import read_events
+from distillguard.store import Store
+st = Store(DB)
+s = st.ingest(read_events(PATH, workers=WORKERS, fast=False))
+n = s.inserted
+st.close()
 """,
     "ingest_fast": """
 from distillguard.io import read_events
@@ -170,18 +188,22 @@ def run_step(name: str, path: Path, db: Path, workers: str, threads: int) -> tup
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--events", type=int, default=1_000_000)
+    ap.add_argument("--path", help="measure this canonical JSONL file instead of generating one")
     ap.add_argument("--workers", default="auto", help="read_events workers: auto, 0 (in-process), N")
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="DuckDB threads for the floor")
     ap.add_argument("--steps", default="duckdb_read_json,duckdb_read_json_file,scan_read,ingest",
                     help="comma-separated: " + ",".join(STEPS))
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="dg-bench-") as tmp:
-        path = Path(tmp) / "events.jsonl"
+        path = Path(args.path) if args.path else Path(tmp) / "events.jsonl"
         t0 = time.perf_counter()
-        generate(path, args.events)
+        if not args.path:
+            generate(path, args.events)
         size = path.stat().st_size
-        print(f"generated {args.events:,} events, {size / 1e6:,.0f} MB in {time.perf_counter() - t0:.1f} s "
-              f"(cpus={os.cpu_count()}, workers={args.workers}, duckdb threads={args.threads})")
+        print(f"{'read' if args.path else f'generated {args.events:,} events,'} {path}: {size / 1e6:,.0f} MB"
+              f"{'' if args.path else f' in {time.perf_counter() - t0:.1f} s'} "
+              f"(cpus={os.cpu_count()}, workers={args.workers}, duckdb threads={args.threads}, "
+              f"load average at the start {os.getloadavg()[0]:.1f})")
         results = {}
         for step in args.steps.split(","):
             db = Path(tmp) / f"{step}.duckdb"
@@ -189,8 +211,9 @@ def main() -> None:
             results[step] = (secs, cpu)
             print(f"{step:18s} {n:>10,} events  wall {secs:7.2f} s {n / secs:>10,.0f} events/s  "
                   f"cpu {cpu:7.2f} s  peak RSS {peak / 2**20:7.0f} MiB")
-        for floor_name, steps in (("duckdb_read_json", ("scan_read", "scan_read_fast", "ingest_memory", "ingest")),
-                                  ("duckdb_read_json_file", ("ingest", "ingest_fast"))):
+        for floor_name, steps in (("duckdb_read_json", ("scan_read", "scan_read_python", "scan_read_fast",
+                                                        "ingest_memory", "ingest")),
+                                  ("duckdb_read_json_file", ("ingest", "ingest_python", "ingest_fast"))):
             floor = results.get(floor_name)
             for step in steps:
                 if floor and step in results:

@@ -24,7 +24,6 @@ its line count (two objects on one line) is refused as a whole. Memory stays bou
 from __future__ import annotations
 
 import re
-from collections import deque
 from typing import Iterator
 
 import numpy as np
@@ -56,9 +55,6 @@ _VARIANTS = {"timestamp": (_S, _F), "account_created_at": (_S, _F), "account_id"
 _FIXED = [(f, _S) for f in _STR_FIELDS + ("prompt",)] + [(f, _I) for f in _INT_FIELDS] + [("messages", _MSG_TYPE)]
 _TYPE_CHANGE = re.compile(r"Column\(/([A-Za-z_]+)\) changed from (\w+) to (\w+)")
 
-_ISO = (r"^(19|20|21)[0-9]{2}-[0-9]{2}-[0-9]{2}T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\.[0-9]{1,6})?"
-        r"([zZ]|[+-]([01][0-9]|2[0-3]):[0-5][0-9])$")
-_NEEDS_ESCAPE = r'[\\"\x00-\x1f]'
 _UNSUPPORTED_CTRL = r"[\x00-\x07\x0b\x0e-\x1f]"  # orjson writes these as \u00XX: left to Python
 _ESCAPES = (("\\", "\\\\"), ('"', '\\"'), ("\n", "\\n"), ("\r", "\\r"), ("\t", "\\t"), ("\b", "\\b"),
             ("\f", "\\f"))
@@ -225,55 +221,68 @@ def _any_valid(table_or_struct, names: list[str], n: int) -> np.ndarray:
 
 
 def _iso_micros(text: pa.Array) -> tuple[np.ndarray, np.ndarray]:
-    """(epoch microseconds, ok) for strict RFC 3339 text, as ``parse_timestamp`` reads it."""
+    """(epoch microseconds, ok) for strict RFC 3339 text, as ``parse_timestamp`` reads it: the pattern
+    ``YYYY-MM-DDTHH:MM:SS[.f{1,6}](Z|z|+HH:MM|-HH:MM)`` with a year 1900-2199, checked byte by byte."""
     n = len(text)
-    ok = _bools(pc.match_substring_regex(text, _ISO))
     micros = np.zeros(n, dtype=np.int64)
+    offsets, data = _string_bytes(text)
+    s = offsets[:-1]
+    length = offsets[1:] - s
+    ok = _nonnull(text, n) & (length >= 20) & (length <= 32)
     if not ok.any():
         return micros, ok
-    off_type = np.int64 if text.type == pa.large_string() else np.int32
-    offsets = np.frombuffer(text.buffers()[1], dtype=off_type)[text.offset:text.offset + n + 1].astype(np.int64)
-    data = np.frombuffer(text.buffers()[2], dtype=np.uint8) if text.buffers()[2] is not None else np.zeros(1, np.uint8)
-    idx = np.flatnonzero(ok)
-    s = offsets[idx]
-    e = offsets[idx + 1]
+    last_byte = len(data) - 1
+    s = np.where(ok, s, 0)
+    e = np.where(ok, s + length, 0)
 
-    def digits(pos: np.ndarray, k: int) -> np.ndarray:
-        v = np.zeros(len(pos), dtype=np.int64)
+    def at(pos: np.ndarray) -> np.ndarray:
+        return data[np.clip(pos, 0, last_byte)].astype(np.int64)
+
+    def digits(pos: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        v = np.zeros(n, dtype=np.int64)
+        good = np.ones(n, dtype=bool)
         for j in range(k):
-            v = v * 10 + (data[pos + j].astype(np.int64) - 48)
-        return v
+            d = at(pos + j) - 48
+            good &= (d >= 0) & (d <= 9)
+            v = v * 10 + d
+        return v, good
 
-    y, mo, d = digits(s, 4), digits(s + 5, 2), digits(s + 8, 2)
-    hh, mi, ss = digits(s + 11, 2), digits(s + 14, 2), digits(s + 17, 2)
+    y, g1 = digits(s, 4)
+    mo, g2 = digits(s + 5, 2)
+    d, g3 = digits(s + 8, 2)
+    hh, g4 = digits(s + 11, 2)
+    mi, g5 = digits(s + 14, 2)
+    ss, g6 = digits(s + 17, 2)
+    ok &= g1 & g2 & g3 & g4 & g5 & g6
+    ok &= (at(s + 4) == 45) & (at(s + 7) == 45) & (at(s + 10) == 84) & (at(s + 13) == 58) & (at(s + 16) == 58)
+    ok &= (y >= 1900) & (y <= 2199) & (hh <= 23) & (mi <= 59) & (ss <= 59)
     dim = _DAYS_IN_MONTH[np.clip(mo, 0, 12)] + ((mo == 2) & (y % 4 == 0) & ((y % 100 != 0) | (y % 400 == 0)))
-    valid = (mo >= 1) & (mo <= 12) & (d >= 1) & (d <= dim)
-    last = data[e - 1]
-    zulu = (last == ord("Z")) | (last == ord("z"))
-    tz_len = np.where(zulu, 1, 6)
-    frac_end = e - tz_len
-    has_frac = (s + 19 < frac_end) & (data[np.minimum(s + 19, len(data) - 1)] == ord("."))
-    nfrac = np.where(has_frac, frac_end - (s + 20), 0)
-    us = np.zeros(len(idx), dtype=np.int64)
+    ok &= (mo >= 1) & (mo <= 12) & (d >= 1) & (d <= dim)
+    last = at(e - 1)
+    zulu = (last == 90) | (last == 122)
+    sign_byte = at(e - 6)
+    oh, g7 = digits(e - 5, 2)
+    om, g8 = digits(e - 2, 2)
+    numeric_tz = ~zulu & ((sign_byte == 43) | (sign_byte == 45)) & g7 & g8 & (at(e - 3) == 58) & (oh <= 23) & (om <= 59)
+    ok &= zulu | numeric_tz
+    frac_end = e - np.where(zulu, 1, 6)
+    frac_len = frac_end - (s + 19)  # 0, or a dot and 1 to 6 digits
+    has_frac = frac_len > 0
+    ok &= (frac_len == 0) | ((frac_len >= 2) & (frac_len <= 7) & (at(s + 19) == 46))
+    us = np.zeros(n, dtype=np.int64)
     for j in range(6):
-        take = nfrac > j
-        dig = np.where(take, data[np.where(take, s + 20 + j, s)].astype(np.int64) - 48, 0)
-        us = us * 10 + dig
-    sign = np.where(data[np.where(zulu, s, e - 6)] == ord("-"), -1, 1)
-    oh = np.where(zulu, 0, digits(np.where(zulu, s, e - 5), 2))
-    om = np.where(zulu, 0, digits(np.where(zulu, s, e - 2), 2))
-    offset_s = np.where(zulu, 0, sign * (oh * 3600 + om * 60))
-    # days from civil (proleptic Gregorian), vectorised
-    yy = y - (mo <= 2)
+        take = has_frac & (frac_len - 1 > j)
+        dig = at(s + 20 + j) - 48
+        ok &= ~take | ((dig >= 0) & (dig <= 9))
+        us = us * 10 + np.where(take, dig, 0)
+    offset_s = np.where(zulu, 0, np.where(sign_byte == 45, -1, 1) * (oh * 3600 + om * 60))
+    yy = y - (mo <= 2)  # days from civil (proleptic Gregorian)
     era = np.floor_divide(yy, 400)
     yoe = yy - era * 400
-    mp = (mo + 9) % 12
-    doy = (153 * mp + 2) // 5 + d - 1
-    doe = yoe * 365 + yoe // 4 - yoe // 100 + doy
-    days = era * 146097 + doe - 719468
+    doy = (153 * ((mo + 9) % 12) + 2) // 5 + d - 1
+    days = era * 146097 + yoe * 365 + yoe // 4 - yoe // 100 + doy - 719468
     secs = days * 86400 + hh * 3600 + mi * 60 + ss - offset_s
-    micros[idx] = secs * 1_000_000 + us
-    ok[idx] = valid
+    micros = np.where(ok, secs * 1_000_000 + us, 0)
     return micros, ok
 
 
@@ -309,18 +318,29 @@ def _id_text(arr, n: int) -> tuple[pa.Array, np.ndarray]:
     return pa.nulls(n, _S), np.zeros(n, dtype=bool)
 
 
+def _string_bytes(arr: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """(offsets as int64, n + 1 of them; the data bytes) of a string array, zero-copy."""
+    n = len(arr)
+    bufs = arr.buffers()
+    off_type = np.int64 if arr.type == pa.large_string() else np.int32
+    offsets = np.frombuffer(bufs[1], dtype=off_type)[arr.offset:arr.offset + n + 1].astype(np.int64)
+    data = np.frombuffer(bufs[2], dtype=np.uint8) if bufs[2] is not None and len(bufs[2]) else np.zeros(1, np.uint8)
+    return offsets, data
+
+
 def _json_str(values: pa.Array) -> tuple[pa.Array, np.ndarray]:
     """Each string as a JSON string literal exactly as orjson writes it, and the strings holding a control
-    character orjson would write as ``\\u00XX`` (those rows are left to Python)."""
-    need = _bools(pc.match_substring_regex(values, _NEEDS_ESCAPE))
+    character orjson would write as ``\\u00XX`` (those rows are left to Python). Only the escapes whose
+    character occurs in the column are applied (one byte count each)."""
+    offsets, data = _string_bytes(values)
+    used = data[offsets[0]:offsets[-1]] if len(values) else data[:0]
     unsupported = np.zeros(len(values), dtype=bool)
-    if need.any():
-        idx = np.flatnonzero(need)
-        sub = values.take(pa.array(idx))
-        unsupported[idx] = _bools(pc.match_substring_regex(sub, _UNSUPPORTED_CTRL))
-        for a, b in _ESCAPES:
-            sub = pc.replace_substring(sub, a, b)
-        values = pc.replace_with_mask(values, pa.array(need), sub)
+    counts = {a: int(np.count_nonzero(used == ord(a))) for a, _ in _ESCAPES}
+    if int(np.count_nonzero(used < 0x20)) > sum(counts[c] for c in "\n\r\t\b\f"):
+        unsupported = _bools(pc.match_substring_regex(values, _UNSUPPORTED_CTRL))
+    for a, b in _ESCAPES:
+        if counts[a]:
+            values = pc.replace_substring(values, a, b)
     return pc.binary_join_element_wise('"', values, '"', ""), unsupported
 
 
@@ -452,13 +472,14 @@ def derive(table: pa.Table, data, offs: np.ndarray, lns: np.ndarray, label: str)
 
 
 def read_canonical_arrow(path, label: str, shape: str, em, batch_rows: int, unreadable, unreadable_cls,
-                         workers: int = 0, pool_box: list | None = None,
                          block_bytes: int | None = None) -> Iterator[pa.RecordBatch]:
     """Read one JSONL file through Arrow; lines and rows it cannot decide exactly go to the Python parser.
 
-    ``workers`` > 1 parses blocks in that many worker processes (one Arrow thread each), handed out and
-    collected in order; otherwise blocks are parsed here with Arrow's thread pool."""
+    Blocks are parsed in this process; Arrow's parser uses its own thread pool (all cores), which measured
+    faster than worker processes (no result pickling) and than a pool of threads over blocks."""
     from distillguard.io.fastpath import _blocks
+
+    parser = _Parser()
 
     def tasks() -> Iterator[tuple]:
         next_line = 1
@@ -469,35 +490,11 @@ def read_canonical_arrow(path, label: str, shape: str, em, batch_rows: int, unre
             yield next_line, data, None
             next_line += data.count(b"\n") + (0 if data.endswith(b"\n") else 1)
 
-    if workers <= 1:
-        for first, data, err in tasks():
-            if err is not None:
-                unreadable(em, label, first, unreadable_cls(err))
-                continue
-            yield from _emit(em, label, parse_block(label, first, data, shape, True), batch_rows)
-        return
-    if pool_box is None:
-        pool_box = []
-    if not pool_box:
-        import multiprocessing as mp
-        from concurrent.futures import ProcessPoolExecutor
-
-        method = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
-        pool_box.append(ProcessPoolExecutor(workers, mp_context=mp.get_context(method)))
-    pool = pool_box[0]
-    inflight: deque = deque()
     for first, data, err in tasks():
         if err is not None:
-            while inflight:
-                yield from _emit(em, label, inflight.popleft().result(), batch_rows)
             unreadable(em, label, first, unreadable_cls(err))
             continue
-        inflight.append(pool.submit(parse_block, label, first, data, shape, False))
-        del data
-        while len(inflight) > workers + 1:
-            yield from _emit(em, label, inflight.popleft().result(), batch_rows)
-    while inflight:
-        yield from _emit(em, label, inflight.popleft().result(), batch_rows)
+        yield from _emit(em, label, parse_block(label, first, data, shape, parser), batch_rows)
 
 
 def _emit(em, label: str, result: tuple, batch_rows: int) -> Iterator[pa.RecordBatch]:
@@ -516,17 +513,13 @@ def _emit(em, label: str, result: tuple, batch_rows: int) -> Iterator[pa.RecordB
             yield out
 
 
-_PARSERS: dict[bool, _Parser] = {}
-
-
-def parse_block(label: str, first_ln: int, data: bytes, shape: str, threads: bool) -> tuple:
+def parse_block(label: str, first_ln: int, data: bytes, shape: str, parser: _Parser | None = None) -> tuple:
     """One block of whole lines (the file's last may lack its newline) to ``(table | None, rejects, records,
-    skipped)``, exactly as the Python parser would give them. Pure function, run in workers."""
+    skipped)``, exactly as the Python parser would give them. ``parser`` keeps the column types that a file's
+    earlier blocks needed."""
     from distillguard.io.readers import _safe_batch, parse_lines
 
-    parser = _PARSERS.get(threads)
-    if parser is None:
-        parser = _PARSERS[threads] = _Parser(threads)
+    parser = parser or _Parser()
     starts, ends, full = _line_spans(data)
     n_lines = len(starts)
     unterminated_last = not data.endswith(b"\n")

@@ -718,7 +718,7 @@ class EventStream:
                                 from distillguard.io.blockparse import read_canonical_arrow
 
                                 yield from read_canonical_arrow(p, label, shape, em, self.batch_rows, _unreadable,
-                                                                _Unreadable, self._workers_for(p), pool_box)
+                                                                _Unreadable)
                                 continue
                             if self.reader == "sql" and shape in ("auto", "canonical"):
                                 from distillguard.io.fastpath import read_canonical_fast
