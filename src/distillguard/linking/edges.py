@@ -83,23 +83,42 @@ def _pair_cols(a: ir.StringValue, b: ir.StringValue) -> dict:
 
 
 # --------------------------------------------------------------------------- shared values
+def _min_hub_sum(kc, min_weight: float) -> float:
+    """Smallest ``sum(h)`` a pair needs for ``base * (1 - exp(-sum(h) / saturation)) >= min_weight`` (a little
+    below it, so float rounding never prunes a pair that would pass; ``inf`` when no pair can pass)."""
+    if min_weight <= 0:
+        return 0.0
+    if min_weight >= kc.base:
+        return math.inf
+    return -kc.saturation * math.log1p(-min_weight / kc.base) * (1.0 - 1e-9) - 1e-12
+
+
 def _shared_value_edges(obs: ir.Table, kind: str, cfg: LinkConfig, accounts: ir.Table,
-                        min_group: int = 2, unit: str = "") -> ir.Table:
+                        min_group: int = 2, unit: str = "") -> ir.Table | None:
     """Edges between accounts sharing ``key`` (a value, possibly within a time bucket).
 
-    ``obs`` has ``account_id, key, value``. Groups count distinct customers (an org once); groups of
-    one customer or more than ``hub_max`` are dropped; each member links to at most ``k_neighbors``
-    others (:func:`distillguard.linking.sketch.neighbor_offset`, same rule as the numpy version).
+    ``obs`` has ``account_id, key, value``; ``accounts`` has ``account_id, entity, aidx`` (an integer index in
+    account order, so pairs are aggregated on integers and ``src``/``dst`` of the result are ``aidx``).
+    Groups count distinct customers (an org once); groups of one customer or more than ``hub_max`` are
+    dropped; each member links to at most ``k_neighbors`` others
+    (:func:`distillguard.linking.sketch.neighbor_offset`, same rule as the numpy version). Only pairs of
+    weight >= ``min_edge_weight`` are returned; None when none can reach it.
     """
     kc = cfg.kind(kind)
     k = cfg.k_neighbors
+    need = _min_hub_sum(kc, cfg.min_edge_weight)
+    if math.isinf(need):
+        return None
     obs = obs.group_by(["key", "account_id"]).aggregate(value=obs.value.max())
     obs = obs.join(accounts, "account_id")
     groups = obs.group_by("key").aggregate(n_ent=obs.entity.nunique(), n_acc=obs.account_id.count())
     groups = groups.filter((groups.n_ent >= max(2, min_group)) & (groups.n_ent <= kc.hub_max))
     m = obs.join(groups, "key")
-    m = m.mutate(h=_portable_hash(m.account_id.concat("|", m.key)))
-    m = m.mutate(rank=ibis.row_number().over(group_by=m.key, order_by=[m.h, m.account_id]))
+    m = m.mutate(h=_portable_hash(m.account_id.concat("|", m.key)),
+                 hub=ibis.least(kc.value_cap, kc.hub_soft / m.n_ent.cast("float64")))
+    # aidx follows account_id order, so this is the same order as (h, account_id)
+    m = m.mutate(rank=ibis.row_number().over(group_by=m.key, order_by=[m.h, m.aidx]))
+    m = m.select("key", "aidx", "value", "n_ent", "n_acc", "hub", "rank")
     offs = ibis.memtable({"i": list(range(k))})
     c = m.cross_join(offs)
     n = c.n_acc
@@ -107,10 +126,19 @@ def _shared_value_edges(obs: ir.Table, kind: str, cfg: LinkConfig, accounts: ir.
     off = ibis.ifelse(n <= k + 1, ibis.ifelse(c.i + 1 < n, c.i + 1, 0), large_off)
     c = c.mutate(off=off)
     c = c.filter(c.off > 0).mutate(trank=(c.rank + c.off) % c.n_acc)
-    partner = m.select(pkey=m.key, prank=m.rank, other=m.account_id)
+    partner = m.select(pkey=m.key, prank=m.rank, other=m.aidx)
+    prune = need > kc.value_cap
+    if prune:
+        # one value adds at most value_cap to a pair's sum(h): an account whose values add up to less than
+        # ``need`` over all its groups is in no edge that passes, so its pair rows are never built (the ranks
+        # above still count every member, so the pairs that remain are exactly those of the full build)
+        best = m.group_by(["aidx", "value"]).aggregate(hb=m.hub.max())
+        able = best.group_by("aidx").aggregate(hs=best.hb.sum())
+        able = able.filter(able.hs >= need).select(able_idx=able.aidx)
+        c = c.semi_join(able, c.aidx == able.able_idx)
+        partner = partner.semi_join(able, partner.other == able.able_idx)
     j = c.join(partner, [c.key == partner.pkey, c.trank == partner.prank])
-    hub = ibis.least(kc.value_cap, kc.hub_soft / j.n_ent.cast("float64"))
-    j = j.select(**_pair_cols(j.account_id, j.other), key=j.key, value=j.value, n_ent=j.n_ent, hub=hub)
+    j = j.select(**_pair_cols(j.aidx, j.other), key=j.key, value=j.value, n_ent=j.n_ent, hub=j.hub)
     j = j.filter(j.src != j.dst)
     j = j.group_by(["src", "dst", "key"]).aggregate(value=j.value.max(), n_ent=j.n_ent.max(), hub=j.hub.max())
     # one contribution per distinct shared value: a NAT IP seen together in 50 windows is still one IP
@@ -118,12 +146,13 @@ def _shared_value_edges(obs: ir.Table, kind: str, cfg: LinkConfig, accounts: ir.
     agg = v.group_by(["src", "dst"]).aggregate(
         count=v.count(), windows=v.windows.sum(), hsum=v.hub.sum(), top=v.value.argmax(_tiebreak(v.hub, v.value)),
         top_n=v.n_ent.min())
-    weight = kc.base * (1.0 - (-agg.hsum / kc.saturation).exp())
+    agg = agg.mutate(weight=kc.base * (1.0 - (-agg.hsum / kc.saturation).exp()))
+    agg = agg.filter(agg.weight >= cfg.min_edge_weight)
     detail = (ibis.literal(f"{kind} ") + _short(agg.top) + " (" + agg.top_n.cast("string") + " customers)"
               + ibis.ifelse(agg["count"] > 1, "; " + agg["count"].cast("string") + " shared values", ""))
     if unit:
         detail = detail + " in " + agg.windows.cast("string") + f" shared {unit}"
-    return agg.select("src", "dst", kind=ibis.literal(kind), weight=weight, count=agg["count"].cast("int64"),
+    return agg.select("src", "dst", kind=ibis.literal(kind), weight=agg.weight, count=agg["count"].cast("int64"),
                       detail=detail)
 
 
@@ -133,7 +162,14 @@ def template_clusters(signals: ir.Table, cfg: LinkConfig) -> ir.Table:
     ``simhash_max_distance`` bits of the most used signature nearby). Columns: template_sig,
     cluster (string), cluster_tid (the leader's most used template_id)."""
     s = signals.filter(signals.template_sig.notnull())
-    per = s.group_by("template_sig").aggregate(uses=s.count(), tid=s.template_id.mode())
+    # the most used template_id of each signature, ties to the smallest (``mode()`` picks any of a tie, so
+    # runs and engines would disagree)
+    uses = s.group_by("template_sig").aggregate(uses=s.count())
+    pt = s.filter(s.template_id.notnull()).group_by(["template_sig", "template_id"]).aggregate(c=ibis._.count())
+    top = pt.group_by("template_sig").aggregate(cmax=pt.c.max())
+    best = pt.join(top, [pt.template_sig == top.template_sig, pt.c == top.cmax])
+    mode = best.group_by("template_sig").aggregate(tid=best.template_id.min())
+    per = uses.left_join(mode, uses.template_sig == mode.template_sig).select("template_sig", "uses", "tid")
     t = per.to_pyarrow()
     if t.num_rows == 0:
         return ibis.memtable(pa.table({"template_sig": pa.array([], pa.int64()), "cluster": pa.array([], pa.string()),
@@ -315,17 +351,24 @@ def build_edges(events, signals=None, *, config: LinkConfig | None = None) -> pa
         _need(signals, _SIGNAL_NEEDS, "signals")
 
     acc = events.group_by("account_id").aggregate(org=events.org_id.max(), created=events.account_created_at.min())
-    accounts = acc.select("account_id", entity=acc.org.coalesce("a:" + acc.account_id))
+    # one small table of accounts, computed once: entity (the customer) and an integer index in account order
+    # that the shared-value kinds aggregate pairs on
+    ents = _account_index(acc.select("account_id", "org").to_pyarrow())
+    accounts = ibis.memtable(ents)
     on = {k: cfg.kind(k).enabled for k in SHARED_VALUE_KINDS}
     parts: list[ir.Table] = []
     arrow_parts: list[pa.Table] = []
+
+    def add(expr: ir.Table | None) -> None:
+        if expr is not None:
+            parts.append(expr)
 
     def shared(kind, value, bucket_s=None, unit=""):
         e = events.mutate(v=value)
         e = e.filter(e.v.notnull() & (e.v != ""))
         key = e.v if bucket_s is None else e.v + "@" + _bucket(e.timestamp, bucket_s).cast("string")
         obs = e.select(account_id=e.account_id, key=key, value=e.v)
-        parts.append(_shared_value_edges(obs, kind, cfg, accounts, unit=unit))
+        add(_shared_value_edges(obs, kind, cfg, accounts, unit=unit))
 
     if on["payment"]:
         shared("payment", events.payment_fingerprint)
@@ -341,26 +384,46 @@ def build_edges(events, signals=None, *, config: LinkConfig | None = None) -> pa
     if on["user_agent"]:
         shared("user_agent", events.user_agent)
     if on["created_burst"]:
-        parts.extend(_burst_edges(acc, accounts, cfg))
+        for expr in _burst_edges(acc, accounts, cfg):
+            add(expr)
     if signals is not None:
         if on["template"] or cfg.set_base > 0:
             acct_tpl = _account_templates(signals, cfg)
             rep = acct_tpl.filter(acct_tpl.uses >= cfg.template_min_uses)
             if on["template"]:
-                parts.append(_shared_value_edges(rep.select("account_id", "key", "value"), "template", cfg, accounts))
+                add(_shared_value_edges(rep.select("account_id", "key", "value"), "template", cfg, accounts))
             arrow_parts.append(_template_set_edges(acct_tpl, accounts, cfg))
         if on["system_prompt"]:
             sp = signals.filter(signals.system_prompt_id.notnull())
-            parts.append(_shared_value_edges(
+            add(_shared_value_edges(
                 sp.select("account_id", key=sp.system_prompt_id, value=sp.system_prompt_id),
                 "system_prompt", cfg, accounts))
-        parts.append(_partition_edges(signals, cfg, rep if on["template"] else None))
+        arrow_parts.append(_partition_edges(signals, cfg, rep if on["template"] else None).to_pyarrow())
     if cfg.sync_base > 0:
         arrow_parts.append(_sync_edges(events, cfg))
 
-    tables = [p.to_pyarrow().cast(EDGE_SCHEMA) for p in parts] + arrow_parts
+    names = ents.column("account_id")
+    tables = [_named(p.to_pyarrow(), names) for p in parts] + [t.cast(EDGE_SCHEMA) for t in arrow_parts]
     out = pa.concat_tables(tables) if tables else _empty()
-    return _finish(out, accounts, cfg)
+    return _finish(out, ents, cfg)
+
+
+def _account_index(acc: pa.Table) -> pa.Table:
+    """``account_id, entity, aidx`` sorted by account_id (byte order, as the engines compare strings)."""
+    import pyarrow.compute as pc
+
+    acc = acc.take(pc.sort_indices(acc, [("account_id", "ascending")]))
+    ids = acc.column("account_id").combine_chunks()
+    entity = pc.coalesce(acc.column("org").combine_chunks(), pc.binary_join_element_wise("a:", ids, ""))
+    return pa.table({"account_id": ids, "entity": entity.cast(pa.string()),
+                     "aidx": pa.array(np.arange(len(ids), dtype=np.int64))})
+
+
+def _named(t: pa.Table, names: pa.Array) -> pa.Table:
+    """A shared-value part (``src``/``dst`` as account indices) with account ids, in :data:`EDGE_SCHEMA`."""
+    cols = {"src": names.take(t.column("src")), "dst": names.take(t.column("dst"))}
+    return pa.table([cols.get(f.name, t.column(f.name) if f.name in t.column_names else None).cast(f.type)
+                     for f in EDGE_SCHEMA], schema=EDGE_SCHEMA)
 
 
 def _burst_edges(acc: ir.Table, accounts: ir.Table, cfg: LinkConfig) -> list[ir.Table]:
@@ -378,13 +441,13 @@ def _burst_edges(acc: ir.Table, accounts: ir.Table, cfg: LinkConfig) -> list[ir.
     return [_shared_value_edges(obs, "created_burst", cfg, accounts, min_group=min_group)]
 
 
-def _finish(out: pa.Table, accounts: ir.Table, cfg: LinkConfig) -> pa.Table:
+def _finish(out: pa.Table, ents: pa.Table, cfg: LinkConfig) -> pa.Table:
     """Drop pairs inside one org (one customer) and weak edges; sort deterministically."""
     import pyarrow.compute as pc
 
     if out.num_rows == 0:
         return out
-    ents = accounts.to_pyarrow()
+    ents = ents.select(["account_id", "entity"])
     out = out.filter(pc.greater_equal(out["weight"], cfg.min_edge_weight))
     out = out.join(ents.rename_columns(["src", "e_src"]), "src", join_type="left outer")
     out = out.join(ents.rename_columns(["dst", "e_dst"]), "dst", join_type="left outer")
