@@ -166,15 +166,19 @@ def test_epoch_file_switches_types(tmp_path):
     assert assert_same(path).num_rows == 300
 
 
-def test_reader_switch_and_default():
+def test_reader_switch_and_default(monkeypatch):
     from distillguard.io import readers
 
+    monkeypatch.delenv("DISTILLGUARD_READER", raising=False)
     assert readers.DEFAULT_READER == "arrow"
     assert read_events(FIXTURES / "canonical.jsonl").reader == "arrow"
     assert read_events(FIXTURES / "canonical.jsonl", fast=False).reader == "python"
     assert read_events(FIXTURES / "canonical.jsonl", fast=True).reader == "sql"
     with pytest.raises(ValueError, match="unknown reader"):
         read_events(FIXTURES / "canonical.jsonl", fast="fastest")
+    monkeypatch.setenv("DISTILLGUARD_READER", "python")
+    assert read_events(FIXTURES / "canonical.jsonl").reader == "python"
+    assert read_events(FIXTURES / "canonical.jsonl", fast="arrow").reader == "arrow"
 
 
 def test_simulated_standard_identical(tmp_path):

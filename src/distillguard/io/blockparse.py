@@ -24,6 +24,8 @@ its line count (two objects on one line) is refused as a whole. Memory stays bou
 from __future__ import annotations
 
 import re
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from typing import Iterator
 
 import numpy as np
@@ -39,6 +41,8 @@ __all__ = ["read_canonical_arrow", "ARROW_BLOCK_BYTES", "MIN_PIECE_LINES"]
 ARROW_BLOCK_BYTES = 16 * 1024 * 1024
 #: a refused piece this small (in lines) goes to the Python parser instead of being halved again
 MIN_PIECE_LINES = 8
+#: blocks parsed ahead of the one being handed out (each holds about 3x its bytes while in flight)
+PREFETCH_BLOCKS = 1
 #: at most this many times a block's bytes are handed to Arrow while halving refused pieces
 MAX_REPARSE = 4
 #: Arrow's own chunk size inside a block; must exceed the longest line shown to it (1,000,000 bytes)
@@ -475,8 +479,8 @@ def read_canonical_arrow(path, label: str, shape: str, em, batch_rows: int, unre
                          block_bytes: int | None = None) -> Iterator[pa.RecordBatch]:
     """Read one JSONL file through Arrow; lines and rows it cannot decide exactly go to the Python parser.
 
-    Blocks are parsed in this process; Arrow's parser uses its own thread pool (all cores), which measured
-    faster than worker processes (no result pickling) and than a pool of threads over blocks."""
+    Blocks are parsed in this process, one block ahead on a helper thread; Arrow's parser uses its own thread
+    pool (all cores). That measured faster than worker processes (which must pickle their results)."""
     from distillguard.io.fastpath import _blocks
 
     parser = _Parser()
@@ -490,11 +494,25 @@ def read_canonical_arrow(path, label: str, shape: str, em, batch_rows: int, unre
             yield next_line, data, None
             next_line += data.count(b"\n") + (0 if data.endswith(b"\n") else 1)
 
-    for first, data, err in tasks():
-        if err is not None:
-            unreadable(em, label, first, unreadable_cls(err))
-            continue
-        yield from _emit(em, label, parse_block(label, first, data, shape, parser), batch_rows)
+    # one thread parses the next block while this one is handed out (Arrow and numpy release the GIL, so the
+    # caller's own work on a batch overlaps the parsing of the next)
+    pool = ThreadPoolExecutor(1, thread_name_prefix="dg-arrow-read")
+    inflight: deque = deque()
+    try:
+        for first, data, err in tasks():
+            if err is not None:
+                while inflight:
+                    yield from _emit(em, label, inflight.popleft().result(), batch_rows)
+                unreadable(em, label, first, unreadable_cls(err))
+                continue
+            inflight.append(pool.submit(parse_block, label, first, data, shape, parser))
+            del data
+            while len(inflight) > PREFETCH_BLOCKS:
+                yield from _emit(em, label, inflight.popleft().result(), batch_rows)
+        while inflight:
+            yield from _emit(em, label, inflight.popleft().result(), batch_rows)
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _emit(em, label: str, result: tuple, batch_rows: int) -> Iterator[pa.RecordBatch]:

@@ -45,7 +45,8 @@ FAST_DEFAULT = False
 #: once), ``sql`` (:mod:`distillguard.io.fastpath`), ``python`` (orjson + ``normalize_values`` per line). All
 #: give the same rows and rejects; lines the first two cannot decide exactly go through the Python parser.
 READERS = ("arrow", "sql", "python")
-#: the reader used when ``read_events(fast=None)``
+#: the reader used when ``read_events(fast=None)``; the environment variable ``DISTILLGUARD_READER``
+#: (``arrow`` / ``sql`` / ``python``) overrides it, e.g. for a scan
 DEFAULT_READER = "arrow"
 #: a whole-document JSON file (a top-level array or a pretty-printed object) larger than this is refused
 MAX_DOCUMENT_BYTES = 512 * 1024 * 1024
@@ -670,10 +671,11 @@ class EventStream:
         self.summary = ReadSummary()
         self.workers = workers
         if fast is None:
-            self.reader = "sql" if FAST_DEFAULT else DEFAULT_READER
-        elif isinstance(fast, str):
+            fast = os.environ.get("DISTILLGUARD_READER") or ("sql" if FAST_DEFAULT else DEFAULT_READER)
+        if isinstance(fast, str):
             if fast not in READERS:
-                raise ValueError(f"unknown reader {fast!r}; one of {', '.join(READERS)}")
+                raise ValueError(f"unknown reader {fast!r} (fast= or DISTILLGUARD_READER); one of "
+                                 f"{', '.join(READERS)}")
             self.reader = fast
         else:
             self.reader = "sql" if fast else "python"
