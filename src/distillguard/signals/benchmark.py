@@ -184,7 +184,10 @@ class BenchmarkIndex:
             return best, score, span_s, span_e
         maybe = self._maybe(sh)
         sh, sdoc, spos = sh[maybe], sdoc[maybe], spos[maybe]
-        lo = np.searchsorted(self.hashes, sh, "left")
+        # shingles repeat across prompts (one task in many wrappers): search each distinct one once, in
+        # sorted order (binary searches over neighbouring keys stay in cache)
+        uniq, inv = np.unique(sh, return_inverse=True)
+        lo = np.searchsorted(self.hashes, uniq, "left")[inv]
         # most shingles are absent: the right bound only for those found at lo
         hit = np.flatnonzero(self.hashes[np.minimum(lo, len(self.hashes) - 1)] == sh)
         if not len(hit):

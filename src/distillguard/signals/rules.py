@@ -66,14 +66,22 @@ class RuleSet:
         n = len(texts)
         caps = [(CAPABILITIES.index(cap), r) for cap, rules in self.capability.items() for r in rules]
         every = list(self.extraction) + [r for _, r in caps]
-        if not isinstance(texts, list) and n >= _PARALLEL_MIN:
-            # Arrow's regex kernels release the GIL: run the rules on both cores
-            from concurrent.futures import ThreadPoolExecutor
-
-            with ThreadPoolExecutor(max_workers=_THREADS) as pool:
-                hits = list(pool.map(lambda r: r.hits(texts), every))
-        else:
+        if isinstance(texts, list) or n < _GROUP_MIN:
             hits = [r.hits(texts) for r in every]
+        else:
+            groups = _groups(tuple(r.pattern for r in every))
+            if n >= _PARALLEL_MIN:
+                # Arrow's regex kernels release the GIL: run the rules on both cores
+                from concurrent.futures import ThreadPoolExecutor
+
+                with ThreadPoolExecutor(max_workers=_THREADS) as pool:
+                    parts = list(pool.map(lambda g: _group_hits(every, g, texts), groups))
+            else:
+                parts = [_group_hits(every, g, texts) for g in groups]
+            hits = [None] * len(every)
+            for (_, members), part in zip(groups, parts):
+                for j, h in zip(members, part):
+                    hits[j] = h
         ext = np.zeros((n, len(self.extraction)), dtype=bool)
         for j in range(len(self.extraction)):
             ext[:, j] = hits[j]
@@ -85,6 +93,58 @@ class RuleSet:
 
 _PARALLEL_MIN = 5000
 _THREADS = 2
+#: batches from this size run rules in groups: one RE2 pass with the group's patterns as alternatives finds
+#: the texts any of them matches, and only those are searched rule by rule (a text matches the alternation
+#: exactly when it matches one of its members, so the hits are the same)
+_GROUP_MIN = 1000
+_GROUP_SIZE = 4
+#: longer patterns run alone: combined with others they can exhaust RE2's DFA memory (then it falls back
+#: to a far slower engine)
+_GROUP_MAX_LEN = 500
+
+
+def _groupable(pattern: str) -> bool:
+    return len(pattern) <= _GROUP_MAX_LEN
+
+
+@lru_cache(maxsize=64)
+def _groups(patterns: tuple[str, ...]) -> list[tuple[str | None, tuple[int, ...]]]:
+    """(combined pattern or None for a single rule, member indices) covering every pattern once."""
+    out: list[tuple[str | None, tuple[int, ...]]] = []
+    run: list[int] = []
+
+    def flush():
+        if len(run) == 1:
+            out.append((None, (run[0],)))
+        elif run:
+            out.append(("|".join(f"(?:{patterns[j]})" for j in run), tuple(run)))
+        run.clear()
+
+    for j, p in enumerate(patterns):
+        if not _groupable(p):
+            out.append((None, (j,)))
+            continue
+        run.append(j)
+        if len(run) == _GROUP_SIZE:
+            flush()
+    flush()
+    return out
+
+
+def _group_hits(every: list[Rule], group: tuple[str | None, tuple[int, ...]], texts: pa.Array) -> list[np.ndarray]:
+    combined, members = group
+    if combined is None:
+        return [every[members[0]].hits(texts)]
+    any_hit = pc.fill_null(pc.match_substring_regex(texts, combined), False).to_numpy(zero_copy_only=False)
+    rows = np.flatnonzero(any_hit)
+    out = []
+    sub = texts.take(pa.array(rows)) if len(rows) else None
+    for j in members:
+        h = np.zeros(len(texts), bool)
+        if sub is not None:
+            h[rows] = every[j].hits(sub)
+        out.append(h)
+    return out
 
 _RE2_META = set("\\.^$|?*+()[]{}")
 

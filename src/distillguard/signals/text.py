@@ -81,17 +81,27 @@ def _decode_b64(blob: str) -> str | None:
     return text if text and printable / len(text) > 0.95 and any(ch == " " for ch in text) else None
 
 
-def deobfuscate(text: str) -> str:
+def _leet(m: re.Match) -> str:
+    return m.group(0).translate(_LEET_MAP)
+
+
+def deobfuscate(text: str, *, b64: bool = True, zero_width: bool = True, spaced: bool = True,
+                leet: bool = True) -> str:
     """Undo cheap obfuscation so rules and features see the plain words: zero-width characters, letters
-    spaced out ("r e a s o n i n g"), leetspeak ("r34s0n1ng") and base64 blobs (decoded text appended)."""
+    spaced out ("r e a s o n i n g"), leetspeak ("r34s0n1ng") and base64 blobs (decoded text appended).
+
+    The keyword flags skip a step the caller knows cannot change ``text`` (the batch path's RE2
+    prefilters); a step that an earlier step may have enabled still runs."""
     decoded = []
-    for blob in _B64_BLOB.findall(text):
+    for blob in _B64_BLOB.findall(text) if b64 else ():
         d = _decode_b64(blob)
         if d:
             decoded.append(d.lower())
-    t = _ZERO_WIDTH.sub("", text)
-    t = _SPACED.sub(_join_spaced, t)
-    t = _LEET_WORD.sub(lambda m: m.group(0).translate(_LEET_MAP), t)
+    t = _ZERO_WIDTH.sub("", text) if zero_width else text
+    if spaced or t != text:
+        t = _SPACED.sub(_join_spaced, t)
+    if leet or t != text:
+        t = _LEET_WORD.sub(_leet, t)
     if decoded:
         t = t + "\n" + "\n".join(decoded)
     return t
@@ -276,21 +286,26 @@ _NAME_TOKEN = re.compile(r"[A-Z][a-z]{1,20}")
 
 _B64_RE2 = "[A-Za-z0-9+/]{16}"
 _WORDISH = "[0-9A-Za-z_\\x{80}-\\x{10FFFF}]"  # Python's Unicode \w, widened to every non-ASCII character
-#: RE2 patterns on the lower-cased text of which at least one matches wherever :func:`_deobfuscate_full`
-#: can change anything (a base64 run, a zero-width character, a spaced-out or leetspeak word): each is
-#: implied by the corresponding Python pattern, so the texts matching none are left as they are
+_NOT_ASCII_WORD = "(?:^|[^0-9A-Za-z_])"  # implied by (?<!\w) and by \b before a word character
+#: RE2 patterns over the lower-cased text, one per step of :func:`_deobfuscate_full` after the first (which
+#: reads the original text with ``_B64_RE2``): wherever the step's Python pattern matches, its RE2 pattern
+#: matches too, so a step whose pattern finds nothing can be skipped
 _DEOBF_NEEDS = (
     _B64_RE2,
     "[\u200b-\u200f\u2060-\u2064\ufeff\u00ad]",
-    f"(?:{_WORDISH}[ .\\-_*|/]){{3}}{_WORDISH}",
-    "[a-z][a-z013457@$]*[013457@$]|[013457@$][a-z013457@$]*[a-z]",
+    f"{_NOT_ASCII_WORD}(?:{_WORDISH}[ .\\-_*|/]){{3,}}{_WORDISH}(?:[^0-9A-Za-z_]|$)",
+    # a leetspeak match starts a word with [a-z013457] and holds a letter and a [013457@$] before its end
+    # or just after it (the lookahead may read one '@'/'$' past the final word boundary)
+    f"{_NOT_ASCII_WORD}(?:[a-z][a-z013457@$]*[013457@$]|[013457][a-z013457@$]*[a-z])",
 )
 
 
-def _deobfuscate_full(text: str) -> str:
+def _deobfuscate_full(text: str, steps: tuple[bool, ...] = (True,) * 5) -> str:
+    """:func:`deobfuscate` of the lower-cased text plus the base64 blobs of the original; ``steps``: which
+    of (base64 in the original, then :func:`deobfuscate`'s b64, zero_width, spaced, leet) may apply."""
     low = text.lower()
-    out = deobfuscate(low)
-    extra = [d.lower() for d in (_decode_b64(b) for b in _B64_BLOB.findall(text)) if d]
+    out = deobfuscate(low, b64=steps[1], zero_width=steps[2], spaced=steps[3], leet=steps[4])
+    extra = [d.lower() for d in (_decode_b64(b) for b in _B64_BLOB.findall(text)) if d] if steps[0] else []
     if extra:
         out = out + "\n" + "\n".join(extra)
     return out
@@ -393,13 +408,15 @@ def prepared_array(system: pa.Array, user: pa.Array) -> pa.Array:
         # most flagged texts hold nothing deobfuscate would change: keep those as they are
         take = pa.array(idx)
         sub, sub_low = full.take(take), low.take(take)
-        work = pc.match_substring_regex(sub, _B64_RE2).to_numpy(zero_copy_only=False)
-        for pattern in _DEOBF_NEEDS:
-            work |= pc.match_substring_regex(sub_low, pattern).to_numpy(zero_copy_only=False)
+        steps = np.stack([pc.match_substring_regex(sub, _B64_RE2).to_numpy(zero_copy_only=False)]
+                         + [pc.match_substring_regex(sub_low, p).to_numpy(zero_copy_only=False) for p in _DEOBF_NEEDS],
+                         axis=1)
+        work = steps.any(axis=1)
         if work.any():
             rows = np.zeros(len(full), bool)
             rows[idx[work]] = True
-            new = [_deobfuscate_full(t) for t in sub.filter(pa.array(work)).to_pylist()]
+            new = [_deobfuscate_full(t, tuple(f)) for t, f in
+                   zip(sub.filter(pa.array(work)).to_pylist(), steps[work].tolist())]
             low = pc.replace_with_mask(low, pa.array(rows), pa.array(new, low.type))
     return low
 
