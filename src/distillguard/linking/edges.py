@@ -363,8 +363,8 @@ def build_edges(events, signals=None, *, config: LinkConfig | None = None) -> pa
         if expr is not None:
             parts.append(expr)
 
-    def shared(kind, value, bucket_s=None, unit=""):
-        e = events.mutate(v=value)
+    def shared(kind, value, bucket_s=None, unit="", table=None):
+        e = (events if table is None else table).mutate(v=value)
         e = e.filter(e.v.notnull() & (e.v != ""))
         key = e.v if bucket_s is None else e.v + "@" + _bucket(e.timestamp, bucket_s).cast("string")
         obs = e.select(account_id=e.account_id, key=key, value=e.v)
@@ -375,10 +375,11 @@ def build_edges(events, signals=None, *, config: LinkConfig | None = None) -> pa
     if on["ip"]:
         shared("ip", events.ip, cfg.kind("ip").bucket_s, unit=f"{cfg.kind('ip').bucket_s}s windows")
     if on["ip24"]:
-        prefix = events.ip.re_extract(_IPV4_24, 1)
-        prefix = ibis.ifelse(prefix == "", events.ip.re_extract(_IPV6_48, 1), prefix)
-        prefix = ibis.ifelse(prefix == "", ibis.null("string"), prefix + ibis.ifelse(prefix.contains(":"), "::/48", ".0/24"))
-        shared("ip24", prefix, cfg.kind("ip24").bucket_s, unit=f"{cfg.kind('ip24').bucket_s}s windows")
+        # prefixes are worked out once per distinct address (a small table), then joined back to the events
+        ipmap = ibis.memtable(_ip_prefixes(events.select("ip").distinct().to_pyarrow()))
+        seen = events.join(ipmap, "ip")
+        bs = cfg.kind("ip24").bucket_s
+        shared("ip24", seen.prefix, bs, unit=f"{bs}s windows", table=seen)
     if on["asn"]:
         shared("asn", events.asn, cfg.kind("asn").bucket_s, unit=f"{cfg.kind('asn').bucket_s}s windows")
     if on["user_agent"]:
@@ -406,6 +407,19 @@ def build_edges(events, signals=None, *, config: LinkConfig | None = None) -> pa
     tables = [_named(p.to_pyarrow(), names) for p in parts] + [t.cast(EDGE_SCHEMA) for t in arrow_parts]
     out = pa.concat_tables(tables) if tables else _empty()
     return _finish(out, ents, cfg)
+
+
+def _ip_prefixes(ips: pa.Table) -> pa.Table:
+    """``ip, prefix``: the IPv4 /24 (``a.b.c.0/24``) or IPv6 /48 (``a:b:c::/48``) of each address; addresses
+    of neither form are left out."""
+    import pyarrow.compute as pc
+
+    ip = ips.column("ip").combine_chunks()
+    v4 = pc.struct_field(pc.extract_regex(ip, _IPV4_24.replace("(", "(?P<p>", 1)), "p")
+    v6 = pc.struct_field(pc.extract_regex(ip, _IPV6_48.replace("(", "(?P<p>", 1)), "p")
+    prefix = pc.coalesce(pc.binary_join_element_wise(v4, ".0/24", ""), pc.binary_join_element_wise(v6, "::/48", ""))
+    keep = pc.is_valid(prefix)
+    return pa.table({"ip": ip.filter(keep).cast(pa.string()), "prefix": prefix.filter(keep).cast(pa.string())})
 
 
 def _account_index(acc: pa.Table) -> pa.Table:
