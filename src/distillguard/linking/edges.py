@@ -196,9 +196,20 @@ def _account_templates(signals: ir.Table, cfg: LinkConfig) -> ir.Table:
 
 
 # --------------------------------------------------------------------------- MinHash-based kinds
-def _index(acc: np.ndarray):
-    uniq, inv = np.unique(acc, return_inverse=True)
-    return uniq, inv
+def _sorted_codes(values) -> tuple[pa.Array, np.ndarray]:
+    """``(distinct values sorted, index of each value among them)``, as ``np.unique(..., return_inverse=True)``
+    gives for strings, without Python objects."""
+    import pyarrow.compute as pc
+
+    arr = values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
+    uniq = pc.unique(arr)
+    uniq = uniq.take(pc.sort_indices(uniq))
+    return uniq, pc.index_in(arr, value_set=uniq).to_numpy(zero_copy_only=False).astype(np.int64)
+
+
+def _owner_codes(aidx) -> tuple[np.ndarray, np.ndarray]:
+    """Owners (account indices) as ``0..n-1`` in account order, as ``np.unique`` of their ids would number them."""
+    return np.unique(np.asarray(aidx, dtype=np.int64), return_inverse=True)
 
 
 def _minhash_candidates(owner: np.ndarray, items: np.ndarray, n_owner: int, cfg: LinkConfig):
@@ -211,16 +222,19 @@ def _minhash_candidates(owner: np.ndarray, items: np.ndarray, n_owner: int, cfg:
     return a, b, jac, sizes
 
 
+#: edges while they are built: ``src``/``dst`` are account indices (``aidx``, in account order), see _named
+_IDX_SCHEMA = pa.schema([pa.field("src", pa.int64(), nullable=False), pa.field("dst", pa.int64(), nullable=False)]
+                        + [EDGE_SCHEMA.field(n) for n in ("kind", "weight", "count", "detail")])
+
+
 def _edges_from_arrays(src, dst, kind, weight, count, detail) -> pa.Table:
-    src = np.asarray(src, dtype=object)
-    dst = np.asarray(dst, dtype=object)
-    lo = np.where(src < dst, src, dst)
-    hi = np.where(src < dst, dst, src)
-    return pa.table({"src": pa.array(lo.tolist(), pa.string()), "dst": pa.array(hi.tolist(), pa.string()),
-                     "kind": pa.array([kind] * len(lo), pa.string()),
+    src = np.asarray(src, dtype=np.int64)
+    dst = np.asarray(dst, dtype=np.int64)
+    return pa.table({"src": np.minimum(src, dst), "dst": np.maximum(src, dst),
+                     "kind": pa.array([kind] * len(src), pa.string()),
                      "weight": pa.array(np.asarray(weight, dtype=np.float64)),
                      "count": pa.array(np.asarray(count, dtype=np.int64)),
-                     "detail": pa.array(list(detail), pa.string())}, schema=EDGE_SCHEMA)
+                     "detail": pa.array(list(detail), pa.string())}, schema=_IDX_SCHEMA)
 
 
 def _template_set_edges(acct_tpl: ir.Table, accounts: ir.Table, cfg: LinkConfig) -> pa.Table:
@@ -230,11 +244,11 @@ def _template_set_edges(acct_tpl: ir.Table, accounts: ir.Table, cfg: LinkConfig)
     t = t.anti_join(common, "key")
     per = t.group_by("account_id").aggregate(n=t.key.count())
     t = t.semi_join(per.filter(per.n >= cfg.set_min_templates), "account_id")
-    data = t.select("account_id", "key").to_pyarrow()
+    data = t.select("aidx", "key").to_pyarrow()
     if data.num_rows == 0:
-        return _empty()
-    uniq, owner = _index(data["account_id"].to_numpy(zero_copy_only=False))
-    _, item = np.unique(data["key"].to_numpy(zero_copy_only=False), return_inverse=True)
+        return _IDX_SCHEMA.empty_table()
+    uniq, owner = _owner_codes(data["aidx"])
+    _, item = _sorted_codes(data["key"])
     a, b, jac, sizes = _minhash_candidates(owner, item, len(uniq), cfg)
     keep = jac >= cfg.set_min_jaccard
     a, b, jac = a[keep], b[keep], jac[keep]
@@ -244,16 +258,17 @@ def _template_set_edges(acct_tpl: ir.Table, accounts: ir.Table, cfg: LinkConfig)
     return _edges_from_arrays(uniq[a], uniq[b], "template_set", cfg.set_base * jac, shared, detail)
 
 
-def _sync_edges(events: ir.Table, cfg: LinkConfig) -> pa.Table:
+def _sync_edges(events: ir.Table, accounts: ir.Table, cfg: LinkConfig) -> pa.Table:
     e = events.select("account_id", bucket=_bucket(events.timestamp, cfg.sync_bucket_s)).distinct()
     per = e.group_by("account_id").aggregate(n=e.count())
     e = e.semi_join(per.filter(per.n >= cfg.sync_min_buckets), "account_id")
+    e = e.join(accounts, "account_id").select("aidx", "bucket")
     data = e.to_pyarrow()
     if data.num_rows == 0:
-        return _empty()
+        return _IDX_SCHEMA.empty_table()
     buckets = data["bucket"].to_numpy()
     span = float(buckets.max() - buckets.min() + 1)
-    uniq, owner = _index(data["account_id"].to_numpy(zero_copy_only=False))
+    uniq, owner = _owner_codes(data["aidx"])
     a, b, jac, sizes = _minhash_candidates(owner, buckets, len(uniq), cfg)
     inter = jac * (sizes[a] + sizes[b]) / (1.0 + jac)
     expected = sizes[a].astype(np.float64) * sizes[b] / span
@@ -268,7 +283,9 @@ def _sync_edges(events: ir.Table, cfg: LinkConfig) -> pa.Table:
 
 
 # --------------------------------------------------------------------------- partitions
-def _partition_edges(signals: ir.Table, cfg: LinkConfig, rep_templates: ir.Table | None = None) -> ir.Table:
+def _partition_edges(signals: ir.Table, cfg: LinkConfig, rep_templates: ir.Table | None = None,
+                     accounts: ir.Table | None = None) -> ir.Table:
+    """Partition edges; with ``accounts`` (``account_id, aidx``) src/dst are account indices."""
     # (column names differ in more than case: DuckDB identifiers are case-insensitive)
     s = signals.filter(signals.benchmark.notnull() & signals.benchmark_item.notnull())
     s = s.mutate(period=_bucket(s.timestamp, cfg.partition_period_s))
@@ -331,8 +348,15 @@ def _partition_edges(signals: ir.Table, cfg: LinkConfig, rep_templates: ir.Table
     detail = ("partition " + _short(agg.bench, 32) + ": " + agg.na.cast("string") + "+" + agg.nb.cast("string")
               + " of " + agg.pool.cast("string") + " items, " + agg.shared.cast("string") + " shared; disjoint from "
               + "neighbours where " + agg.E.round(1).cast("string") + " shared items were expected by chance")
-    return agg.select("src", "dst", kind=ibis.literal("partition"), weight=agg.weight,
-                      count=agg["count"].cast("int64"), detail=detail)
+    out = agg.select("src", "dst", kind=ibis.literal("partition"), weight=agg.weight,
+                     count=agg["count"].cast("int64"), detail=detail)
+    if accounts is None:
+        return out
+    sa = accounts.select(s_id=accounts.account_id, s_idx=accounts.aidx)
+    da = accounts.select(d_id=accounts.account_id, d_idx=accounts.aidx)
+    out = out.join(sa, out.src == sa.s_id).join(da, ibis._.dst == da.d_id)
+    return out.select(src=out.s_idx, dst=out.d_idx, kind=out.kind, weight=out.weight, count=out["count"],
+                      detail=out.detail)
 
 
 # --------------------------------------------------------------------------- assembly
@@ -399,13 +423,12 @@ def build_edges(events, signals=None, *, config: LinkConfig | None = None) -> pa
             add(_shared_value_edges(
                 sp.select("account_id", key=sp.system_prompt_id, value=sp.system_prompt_id),
                 "system_prompt", cfg, accounts))
-        arrow_parts.append(_partition_edges(signals, cfg, rep if on["template"] else None).to_pyarrow())
+        arrow_parts.append(_partition_edges(signals, cfg, rep if on["template"] else None, accounts).to_pyarrow())
     if cfg.sync_base > 0:
-        arrow_parts.append(_sync_edges(events, cfg))
+        arrow_parts.append(_sync_edges(events, accounts, cfg))
 
-    names = ents.column("account_id")
-    tables = [_named(p.to_pyarrow(), names) for p in parts] + [t.cast(EDGE_SCHEMA) for t in arrow_parts]
-    out = pa.concat_tables(tables) if tables else _empty()
+    tables = [p.to_pyarrow().cast(_IDX_SCHEMA) for p in parts] + [t.cast(_IDX_SCHEMA) for t in arrow_parts]
+    out = pa.concat_tables(tables) if tables else _IDX_SCHEMA.empty_table()
     return _finish(out, ents, cfg)
 
 
@@ -433,13 +456,6 @@ def _account_index(acc: pa.Table) -> pa.Table:
                      "aidx": pa.array(np.arange(len(ids), dtype=np.int64))})
 
 
-def _named(t: pa.Table, names: pa.Array) -> pa.Table:
-    """A shared-value part (``src``/``dst`` as account indices) with account ids, in :data:`EDGE_SCHEMA`."""
-    cols = {"src": names.take(t.column("src")), "dst": names.take(t.column("dst"))}
-    return pa.table([cols.get(f.name, t.column(f.name) if f.name in t.column_names else None).cast(f.type)
-                     for f in EDGE_SCHEMA], schema=EDGE_SCHEMA)
-
-
 def _burst_edges(acc: ir.Table, accounts: ir.Table, cfg: LinkConfig) -> list[ir.Table]:
     kc = cfg.kind("created_burst")
     created = acc.filter(acc.created.notnull())
@@ -456,19 +472,22 @@ def _burst_edges(acc: ir.Table, accounts: ir.Table, cfg: LinkConfig) -> list[ir.
 
 
 def _finish(out: pa.Table, ents: pa.Table, cfg: LinkConfig) -> pa.Table:
-    """Drop pairs inside one org (one customer) and weak edges; sort deterministically."""
+    """Drop pairs inside one org (one customer) and weak edges; sort deterministically; account ids for the
+    account indices of ``out`` (:data:`_IDX_SCHEMA`)."""
     import pyarrow.compute as pc
 
     if out.num_rows == 0:
-        return out
-    ents = ents.select(["account_id", "entity"])
+        return _empty()
     out = out.filter(pc.greater_equal(out["weight"], cfg.min_edge_weight))
-    out = out.join(ents.rename_columns(["src", "e_src"]), "src", join_type="left outer")
-    out = out.join(ents.rename_columns(["dst", "e_dst"]), "dst", join_type="left outer")
-    same = pc.fill_null(pc.equal(out["e_src"], out["e_dst"]), False)
-    out = out.filter(pc.and_(pc.invert(same), pc.not_equal(out["src"], out["dst"])))
+    src = out["src"].to_numpy()
+    dst = out["dst"].to_numpy()
+    ent = pc.dictionary_encode(ents["entity"]).combine_chunks().indices.to_numpy(zero_copy_only=False)
+    out = out.filter(pa.array((ent[src] != ent[dst]) & (src != dst)))
     # parallel sums differ in the last bits from run to run: round so the output is reproducible
     out = out.set_column(out.schema.get_field_index("weight"), "weight", pc.round(out["weight"], 9))
-    out = out.select(EDGE_SCHEMA.names).cast(EDGE_SCHEMA)
+    # account indices follow account order, so this is the order of (kind, src id, dst id)
     out = out.sort_by([("kind", "ascending"), ("src", "ascending"), ("dst", "ascending")])
+    names = ents.column("account_id")
+    cols = {"src": names.take(out["src"]), "dst": names.take(out["dst"])}
+    out = pa.table([cols.get(f.name, out.column(f.name)).cast(f.type) for f in EDGE_SCHEMA], schema=EDGE_SCHEMA)
     return out.combine_chunks()
