@@ -239,3 +239,24 @@ def test_hypothesis_records_identical(tmp_path_factory, items):
     path = tmp_path_factory.mktemp("hyp") / "h.jsonl"
     path.write_bytes(b"\n".join(lines) + b"\n")
     assert_same(path)
+
+
+def test_ingest_command_default_reader_stores_the_same(tmp_path):
+    from typer.testing import CliRunner
+
+    from distillguard.cli import app
+    from distillguard.store import Store
+
+    edge = tmp_path / "edge.jsonl"
+    edge.write_bytes(b"\n".join(EDGE_LINES))
+    stored = {}
+    for flag in ("--no-fast", None):
+        db = tmp_path / str(flag) / "t.duckdb"
+        db.parent.mkdir()
+        r = CliRunner().invoke(app, ["ingest", str(edge), "--db", str(db), "--no-signals"] + ([flag] if flag else []))
+        assert r.exit_code == 0, r.output
+        with Store(db) as st:
+            stored[flag] = st.events_table().sort_by("event_id").to_pylist()
+        stored[f"{flag}rej"] = [json.loads(x) for x in (db.parent / "t.rejected.jsonl").read_bytes().splitlines()]
+    assert stored[None] == stored["--no-fast"] and len(stored[None]) >= 15
+    assert stored["Nonerej"] == stored["--no-fastrej"] and len(stored["Nonerej"]) >= 15

@@ -24,6 +24,7 @@ its line count (two objects on one line) is refused as a whole. Memory stays bou
 from __future__ import annotations
 
 import re
+import zlib
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from typing import Iterator
@@ -175,28 +176,37 @@ def _col(table: pa.Table, name: str):
     return None
 
 
+def _bits(buf, offset: int, n: int) -> np.ndarray:
+    """An Arrow bitmap as a numpy bool array (no pandas-backed conversion)."""
+    raw = np.frombuffer(buf, dtype=np.uint8)
+    return np.unpackbits(raw, bitorder="little", count=offset + n)[offset:].astype(bool)
+
+
 def _nonnull(arr, n: int) -> np.ndarray:
-    if arr is None:
+    if arr is None or arr.type == pa.null():
         return np.zeros(n, dtype=bool)
-    return np.asarray(arr.is_valid().to_numpy(zero_copy_only=False), dtype=bool)
+    if isinstance(arr, pa.ChunkedArray):
+        arr = arr.combine_chunks()
+    validity = arr.buffers()[0]
+    if validity is None or arr.null_count == 0:
+        return np.ones(len(arr), dtype=bool)
+    return _bits(validity, arr.offset, len(arr))
 
 
 def _bools(arr) -> np.ndarray:
-    return np.asarray(pc.fill_null(arr, False).to_numpy(zero_copy_only=False), dtype=bool)
+    arr = pc.fill_null(arr, False)
+    if isinstance(arr, pa.ChunkedArray):
+        arr = arr.combine_chunks()
+    return _bits(arr.buffers()[1], arr.offset, len(arr))
 
 
 def _lines_with(data, offs: np.ndarray, needle: bytes) -> np.ndarray:
-    """Indices of the lines ``data[offs[i]:offs[i+1]]`` that contain ``needle`` (one ``find`` a hit line)."""
-    found = []
-    pos, end = int(offs[0]), int(offs[-1])
-    while True:
-        hit = data.find(needle, pos, end)
-        if hit < 0:
-            break
-        i = int(np.searchsorted(offs, hit, side="right")) - 1
-        found.append(i)
-        pos = int(offs[i + 1])
-    return np.asarray(found, dtype=np.int64)
+    """Indices (sorted, unique) of the lines ``data[offs[i]:offs[i+1]]`` that contain ``needle``."""
+    pattern = re.compile(re.escape(needle))
+    hits = np.fromiter((m.start() for m in pattern.finditer(data, int(offs[0]), int(offs[-1]))), dtype=np.int64)
+    if not len(hits):
+        return hits
+    return np.unique(np.searchsorted(offs, hits, side="right") - 1)
 
 
 def _maybe_null_key(data, offs: np.ndarray, names: list[str]) -> np.ndarray:
@@ -481,31 +491,32 @@ def read_canonical_arrow(path, label: str, shape: str, em, batch_rows: int, unre
 
     Blocks are parsed in this process, one block ahead on a helper thread; Arrow's parser uses its own thread
     pool (all cores). That measured faster than worker processes (which must pickle their results)."""
-    from distillguard.io.fastpath import _blocks
-
     parser = _Parser()
 
+    # line numbers are counted on the helper thread, which takes the blocks in order
+    line_box = [1]
+
+    def run(data: bytes) -> tuple:
+        first = line_box[0]
+        line_box[0] += data.count(b"\n") + (0 if data.endswith(b"\n") else 1)
+        return parse_block(label, first, data, shape, parser)
+
     def tasks() -> Iterator[tuple]:
-        next_line = 1
-        for data, err in _blocks(path, block_bytes or ARROW_BLOCK_BYTES):
-            if err is not None:
-                yield next_line, None, err
-                continue
-            yield next_line, data, None
-            next_line += data.count(b"\n") + (0 if data.endswith(b"\n") else 1)
+        for data, err in _read_blocks(path, block_bytes or ARROW_BLOCK_BYTES):
+            yield data, err
 
     # one thread parses the next block while this one is handed out (Arrow and numpy release the GIL, so the
     # caller's own work on a batch overlaps the parsing of the next)
     pool = ThreadPoolExecutor(1, thread_name_prefix="dg-arrow-read")
     inflight: deque = deque()
     try:
-        for first, data, err in tasks():
+        for data, err in tasks():
             if err is not None:
                 while inflight:
                     yield from _emit(em, label, inflight.popleft().result(), batch_rows)
-                unreadable(em, label, first, unreadable_cls(err))
+                unreadable(em, label, line_box[0], unreadable_cls(err))
                 continue
-            inflight.append(pool.submit(parse_block, label, first, data, shape, parser))
+            inflight.append(pool.submit(run, data))
             del data
             while len(inflight) > PREFETCH_BLOCKS:
                 yield from _emit(em, label, inflight.popleft().result(), batch_rows)
@@ -513,6 +524,46 @@ def read_canonical_arrow(path, label: str, shape: str, em, batch_rows: int, unre
             yield from _emit(em, label, inflight.popleft().result(), batch_rows)
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _read_blocks(path, block_bytes: int) -> Iterator[tuple[bytes, Exception | None]]:
+    """Whole-line blocks of a plain or gzip file as ``(data, None)``; a corrupt or truncated gzip stream
+    yields what could be decompressed, then ``(b"", error)``. The last block may lack a final newline.
+    Plain files are read straight into each block's buffer (one copy of the bytes)."""
+    from distillguard.io.readers import _GzipLines
+
+    with open(path, "rb") as probe:
+        gz = probe.read(2) == b"\x1f\x8b"
+    if gz:
+        with _GzipLines(path) as fh:
+            while True:
+                try:
+                    data = fh.readblock(block_bytes)
+                except (EOFError, OSError, zlib.error) as e:
+                    yield b"", e
+                    return
+                if not data:
+                    return
+                yield data, None
+        return
+    with open(path, "rb", buffering=0) as fh:
+        rest = b""
+        while True:
+            buf = bytearray(len(rest) + block_bytes)
+            buf[:len(rest)] = rest
+            got = fh.readinto(memoryview(buf)[len(rest):])
+            if not got:
+                if rest:
+                    yield rest, None
+                return
+            end = len(rest) + got
+            cut = buf.rfind(b"\n", 0, end) + 1
+            if cut == 0:  # no newline yet: one long line, keep reading
+                rest = bytes(buf[:end])
+                continue
+            rest = bytes(buf[cut:end])
+            del buf[cut:]
+            yield buf, None
 
 
 def _emit(em, label: str, result: tuple, batch_rows: int) -> Iterator[pa.RecordBatch]:
@@ -581,7 +632,8 @@ def parse_block(label: str, first_ln: int, data: bytes, shape: str, parser: _Par
     last_i = n_lines - 1
     for i in np.flatnonzero(slow):
         ln = first_ln + int(i)
-        r, rj, rec, sk = parse_lines(label, ln, [data[starts[i]:full[i]]], shape, unterminated_last and i == last_i)
+        r, rj, rec, sk = parse_lines(label, ln, [bytes(data[starts[i]:full[i]])], shape,
+                                     unterminated_last and i == last_i)
         records += rec
         skipped += sk
         rows_py.extend(r)

@@ -55,8 +55,10 @@ def ingest(
                                  help="Compute per-request signals on the full text before retention."),
     workers: Optional[int] = typer.Option(None, "--workers",
                                           help="Parser processes for large JSONL files (default: one per core)."),
-    fast: bool = typer.Option(False, "--fast/--no-fast",
-                              help="Parse canonical JSONL with DuckDB (same rows and rejects; see docs/schema.md)."),
+    fast: Optional[bool] = typer.Option(
+        None, "--fast/--no-fast",
+        help="Reader for canonical JSONL (same rows and rejects either way; see docs/schema.md): by default the "
+             "Arrow block parser; --fast: DuckDB SQL; --no-fast: the plain Python parser."),
 ) -> None:
     """Read request logs into the event store, de-duplicated, with bad records quarantined.
 
