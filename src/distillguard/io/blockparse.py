@@ -526,25 +526,31 @@ def read_canonical_arrow(path, label: str, shape: str, em, batch_rows: int, unre
         pool.shutdown(wait=True, cancel_futures=True)
 
 
+def gzip_blocks(path, block_bytes: int) -> Iterator[tuple[bytes, Exception | None]]:
+    """Whole-line blocks of a gzip file (multi-member too) as ``(data, None)``; a corrupt or truncated stream
+    yields what could be decompressed, then ``(b"", error)``."""
+    from distillguard.io.readers import _GzipLines
+
+    with _GzipLines(path) as fh:
+        while True:
+            try:
+                data = fh.readblock(block_bytes)
+            except (EOFError, OSError, zlib.error) as e:
+                yield b"", e
+                return
+            if not data:
+                return
+            yield data, None
+
+
 def _read_blocks(path, block_bytes: int) -> Iterator[tuple[bytes, Exception | None]]:
     """Whole-line blocks of a plain or gzip file as ``(data, None)``; a corrupt or truncated gzip stream
     yields what could be decompressed, then ``(b"", error)``. The last block may lack a final newline.
     Plain files are read straight into each block's buffer (one copy of the bytes)."""
-    from distillguard.io.readers import _GzipLines
-
     with open(path, "rb") as probe:
         gz = probe.read(2) == b"\x1f\x8b"
     if gz:
-        with _GzipLines(path) as fh:
-            while True:
-                try:
-                    data = fh.readblock(block_bytes)
-                except (EOFError, OSError, zlib.error) as e:
-                    yield b"", e
-                    return
-                if not data:
-                    return
-                yield data, None
+        yield from gzip_blocks(path, block_bytes)
         return
     with open(path, "rb", buffering=0) as fh:
         rest = b""

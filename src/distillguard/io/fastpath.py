@@ -13,7 +13,6 @@ their exact file, line, field and reason, and accepted rows are the same values 
 
 from __future__ import annotations
 
-import zlib
 from pathlib import Path
 from typing import Iterator
 
@@ -196,21 +195,13 @@ _SQL = _build_sql()
 def _blocks(path: Path, block_bytes: int) -> Iterator[tuple[bytes, Exception | None]]:
     """Whole-line blocks of a plain or gzip file as ``(data, None)``; a corrupt or truncated gzip stream
     yields what could be decompressed, then ``(b"", error)``. The last block may lack a final newline."""
-    from distillguard.io.readers import _GzipLines
+    from distillguard.io.blockparse import gzip_blocks
 
     with open(path, "rb") as probe:
         gz = probe.read(2) == b"\x1f\x8b"
     if gz:
-        with _GzipLines(path) as fh:
-            while True:
-                try:
-                    data = fh.readblock(block_bytes)
-                except (EOFError, OSError, zlib.error) as e:
-                    yield b"", e
-                    return
-                if not data:
-                    return
-                yield data, None
+        yield from gzip_blocks(path, block_bytes)
+        return
     with open(path, "rb") as fh:
         rest = b""
         while True:
