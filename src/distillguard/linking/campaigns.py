@@ -56,30 +56,32 @@ class CampaignResult:
         return out
 
 
-def _combine(edges: pa.Table, cfg: LinkConfig):
-    """Per unordered pair: combined weight (noisy-OR, context kinds capped at ``context_cap``)."""
-    src = edges["src"].to_numpy(zero_copy_only=False).astype(object)
-    dst = edges["dst"].to_numpy(zero_copy_only=False).astype(object)
-    lo = np.where(src <= dst, src, dst)
-    hi = np.where(src <= dst, dst, src)
-    names, inv = np.unique(np.concatenate((lo, hi)), return_inverse=True)
-    a, b = inv[: len(lo)].astype(np.int64), inv[len(lo):].astype(np.int64)
-    w = np.clip(edges["weight"].to_numpy(zero_copy_only=False).astype(np.float64), 0.0, 0.999999)
-    ctx = np.isin(edges["kind"].to_numpy(zero_copy_only=False).astype(object), list(CONTEXT_KINDS))
-    key = a * len(names) + b
+def _codes(values: pa.Array) -> tuple[pa.Array, np.ndarray]:
+    """``(distinct values sorted, index of each value among them)``: ``np.unique(..., return_inverse=True)``
+    without Python objects."""
+    uniq = pc.unique(values)
+    uniq = uniq.take(pc.sort_indices(uniq))
+    return uniq, pc.index_in(values, value_set=uniq).to_numpy(zero_copy_only=False).astype(np.int64)
+
+
+def _combine(a: np.ndarray, b: np.ndarray, w: np.ndarray, ctx: np.ndarray, n: int, cfg: LinkConfig):
+    """Per unordered pair (``a < b`` account codes): combined weight (noisy-OR, context kinds capped at
+    ``context_cap``). Returns ``(pair a, pair b, weight)``."""
+    w = np.clip(w.astype(np.float64), 0.0, 0.999999)
+    key = a * n + b
     ukey, pinv = np.unique(key, return_inverse=True)
     logc = np.bincount(pinv, weights=np.where(ctx, np.log1p(-w), 0.0), minlength=len(ukey))
     logi = np.bincount(pinv, weights=np.where(ctx, 0.0, np.log1p(-w)), minlength=len(ukey))
     wc = np.minimum(1.0 - np.exp(logc), cfg.context_cap)
     total = 1.0 - (1.0 - wc) * np.exp(logi)
-    return names, ukey // len(names), ukey % len(names), total, a, b
+    return ukey // n, ukey % n, total
 
 
 def _leiden(n: int, pa_: np.ndarray, pb_: np.ndarray, w: np.ndarray, cfg: LinkConfig) -> np.ndarray:
     import igraph as ig
     import leidenalg
 
-    g = ig.Graph(n=n, edges=np.column_stack((pa_, pb_)).tolist(), directed=False)
+    g = ig.Graph(n=n, edges=np.column_stack((pa_, pb_)), directed=False)
     g.es["weight"] = w.tolist()
     part = leidenalg.find_partition(g, leidenalg.RBConfigurationVertexPartition, weights="weight",
                                     resolution_parameter=cfg.resolution, n_iterations=cfg.leiden_iterations,
@@ -103,6 +105,37 @@ def _summary(kind: str, rows: list[tuple[float, str]], accounts: int) -> dict:
     return {"kind": kind, "pairs": pairs, "accounts": accounts, "weight": round(weight, 4), "detail": detail}
 
 
+def _edge_summaries(campaign_rows: list[dict], edges: pa.Table, order: np.ndarray, kcode: np.ndarray,
+                    ea: np.ndarray, eb: np.ndarray, ew: np.ndarray, memb: np.ndarray, rank_of_comm: np.ndarray) -> None:
+    """Explainable edge summaries: every original edge inside a campaign, by kind, into ``row["edges"]``
+    (edges in (src, dst, kind) order; only those inside campaigns are turned into Python objects)."""
+    rank = np.where(memb[ea] == memb[eb], rank_of_comm[memb[ea]], 0)
+    sel = np.flatnonzero(rank > 0)
+    if not len(sel):
+        for row in campaign_rows:
+            row["edges"] = []
+        return
+    src_rows = order[sel]
+    kinds = edges["kind"].take(pa.array(src_rows)).to_pylist()
+    if "detail" in edges.column_names:
+        details = edges["detail"].take(pa.array(src_rows)).to_pylist()
+    else:
+        details = [""] * len(sel)
+    # group (campaign, kind), keeping edge order inside each group
+    grp = np.lexsort((kcode[order][sel], rank[sel]))
+    per: dict[int, list[dict]] = {}
+    gkey = rank[sel][grp] * (int(kcode.max()) + 1) + kcode[order][sel][grp]
+    starts = np.flatnonzero(np.concatenate(([True], gkey[1:] != gkey[:-1])))
+    bounds = np.append(starts, len(grp))
+    for lo, hi in zip(bounds[:-1], bounds[1:]):
+        part = np.sort(grp[lo:hi])  # positions in sel, in edge order
+        rows = [(float(ew[sel[j]]), details[j]) for j in part]
+        accounts = len(np.unique(np.concatenate((ea[sel[part]], eb[sel[part]]))))
+        per.setdefault(int(rank[sel[part[0]]]), []).append(_summary(kinds[part[0]], rows, accounts))
+    for r, row in enumerate(campaign_rows, 1):
+        row["edges"] = sorted(per.get(r, []), key=lambda s: (-s["pairs"] * s["weight"], s["kind"]))
+
+
 def find_campaigns(edges: pa.Table, account_scores: pa.Table | None = None, *,
                    config: LinkConfig | None = None) -> CampaignResult:
     """Leiden communities of the account graph in ``edges`` scored from ``account_scores``
@@ -121,13 +154,26 @@ def find_campaigns(edges: pa.Table, account_scores: pa.Table | None = None, *,
             raise ValueError("find_campaigns: account_scores.score must be in [0, 1]")
         own = dict(zip(account_scores["account_id"].to_pylist(), sc.tolist()))
 
-    edges = edges.sort_by([("src", "ascending"), ("dst", "ascending"), ("kind", "ascending")])
     membership_rows: list[tuple[str, str, float]] = []
     campaign_rows: list[dict] = []
     camp_of: dict[str, str] = {}
     prop: dict[str, float] = {}
     if edges.num_rows:
-        names, pa_, pb_, total, ea, eb = _combine(edges, cfg)
+        # accounts as codes in id order; edges in (src, dst, kind) order, so sums run in a fixed order
+        m = edges.num_rows
+        names_arr, codes = _codes(pa.concat_arrays([edges["src"].combine_chunks().cast(pa.string()),
+                                                    edges["dst"].combine_chunks().cast(pa.string())]))
+        cs, cd = codes[:m], codes[m:]
+        kind_arr = edges["kind"].combine_chunks().cast(pa.string())
+        _, kcode = _codes(kind_arr)
+        order = np.lexsort((kcode, cd, cs))
+        cs, cd = cs[order], cd[order]
+        ea, eb = np.minimum(cs, cd), np.maximum(cs, cd)
+        ew = edges["weight"].to_numpy(zero_copy_only=False).astype(np.float64)[order]
+        ctx = pc.is_in(kind_arr, value_set=pa.array(list(CONTEXT_KINDS), pa.string())).to_numpy(
+            zero_copy_only=False)[order]
+        names = np.asarray(names_arr.to_pylist(), dtype=object)
+        pa_, pb_, total = _combine(ea, eb, ew, ctx, len(names), cfg)
         keep = total >= cfg.min_link_weight
         pa_, pb_, total = pa_[keep], pb_[keep], total[keep]
         memb = _leiden(len(names), pa_, pb_, total, cfg) if len(pa_) else np.arange(len(names))
@@ -136,9 +182,6 @@ def find_campaigns(edges: pa.Table, account_scores: pa.Table | None = None, *,
                  + np.bincount(pb_[inside], weights=total[inside], minlength=len(names)))
         strength = 1.0 - np.exp(-s_int)
         sizes = np.bincount(memb)
-        kinds = edges["kind"].to_pylist()
-        details = edges["detail"].to_pylist() if "detail" in edges.column_names else [""] * edges.num_rows
-        ew = edges["weight"].to_numpy(zero_copy_only=False)
         drafts = []
         for c in np.flatnonzero(sizes >= cfg.min_campaign_size):
             idx = np.flatnonzero(memb == c)
@@ -149,10 +192,10 @@ def find_campaigns(edges: pa.Table, account_scores: pa.Table | None = None, *,
             score = 1.0 - (1.0 - evidence) ** (1.0 + cohesion)
             drafts.append((-score, -len(idx), names[idx].min(), idx, evidence, cohesion, score, c))
         drafts.sort(key=lambda d: d[:3])
-        cid_of_comm = {}
+        rank_of_comm = np.zeros(len(sizes), dtype=np.int64)  # 0: no campaign
         for rank, (_, _, _, idx, evidence, cohesion, score, c) in enumerate(drafts, 1):
             cid = f"C{rank:04d}"
-            cid_of_comm[c] = cid
+            rank_of_comm[c] = rank
             for i in idx:
                 name = names[i]
                 camp_of[name] = cid
@@ -160,21 +203,7 @@ def find_campaigns(edges: pa.Table, account_scores: pa.Table | None = None, *,
                 prop[name] = max(own.get(name, 0.0), score * float(strength[i]))
             campaign_rows.append({"campaign_id": cid, "score": round(score, 6), "n_accounts": len(idx),
                                   "evidence": round(evidence, 6), "cohesion": round(cohesion, 6)})
-        # explainable edge summaries: every original edge inside a campaign, by kind
-        per: dict[tuple[str, str], list] = {}
-        acc: dict[tuple[str, str], set] = {}
-        same = memb[ea] == memb[eb]
-        for e in np.flatnonzero(same):
-            cid = cid_of_comm.get(int(memb[ea[e]]))
-            if cid is None:
-                continue
-            k = (cid, kinds[e])
-            per.setdefault(k, []).append((float(ew[e]), details[e]))
-            acc.setdefault(k, set()).update((int(ea[e]), int(eb[e])))
-        for row in campaign_rows:
-            row["edges"] = sorted((_summary(k, per[(row["campaign_id"], k)], len(acc[(row["campaign_id"], k)]))
-                                   for (cid, k) in per if cid == row["campaign_id"]),
-                                  key=lambda s: (-s["pairs"] * s["weight"], s["kind"]))
+        _edge_summaries(campaign_rows, edges, order, kcode, ea, eb, ew, memb, rank_of_comm)
 
     membership = pa.table({"account_id": pa.array([r[0] for r in membership_rows], pa.string()),
                            "campaign_id": pa.array([r[1] for r in membership_rows], pa.string()),
