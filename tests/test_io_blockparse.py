@@ -133,7 +133,8 @@ def test_fast_path_takes_the_plain_rows(tmp_path, monkeypatch):
     real = readers.parse_lines
     monkeypatch.setattr(readers, "parse_lines", lambda *a, **k: calls.append(a[1]) or real(*a, **k))
     path = tmp_path / "plain.jsonl"
-    lines = [json.dumps(_rec(i)).encode() for i in range(200)]
+    tool = {"type": "function", "function": {"name": "search", "parameters": {"type": "object", "required": ["q"]}}}
+    lines = [json.dumps(_rec(i, tools=[tool] * (i % 3)) if i % 4 == 0 else _rec(i)).encode() for i in range(200)]
     lines[50] = b'{"timestamp": 5, "account_id": "a"}'
     path.write_bytes(b"\n".join(lines) + b"\n\n")
     table = assert_same(path)

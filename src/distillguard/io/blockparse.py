@@ -30,6 +30,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Iterator
 
 import numpy as np
+import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pj
@@ -44,6 +45,9 @@ ARROW_BLOCK_BYTES = 16 * 1024 * 1024
 MIN_PIECE_LINES = 8
 #: blocks parsed ahead of the one being handed out (each holds about 3x its bytes while in flight)
 PREFETCH_BLOCKS = 1
+#: helper threads parsing blocks: one (Arrow's parser then uses all cores itself) or more (one Arrow thread
+#: each, so the vectorised derivation runs in parallel too)
+READ_THREADS = 1
 #: at most this many times a block's bytes are handed to Arrow while halving refused pieces
 MAX_REPARSE = 4
 #: Arrow's own chunk size inside a block; must exceed the longest line shown to it (1,000,000 bytes)
@@ -80,9 +84,16 @@ class _Refused(Exception):
 class _Parser:
     """Arrow's JSON reader with the canonical schema; the type of each variant field sticks per file."""
 
-    def __init__(self, threads: bool = True) -> None:
+    def __init__(self, use_threads: bool = True) -> None:
         self.choice = {f: 0 for f in _VARIANTS}
-        self.read_options = pj.ReadOptions(use_threads=threads, block_size=_ARROW_CHUNK)
+        self.read_options = pj.ReadOptions(use_threads=use_threads, block_size=_ARROW_CHUNK)
+        self._tools: _Parser | None = None
+
+    def tools_parser(self) -> "_Parser":
+        """A parser of its own (own type choices) for the lines with tool definitions."""
+        if self._tools is None:
+            self._tools = _Parser(self.read_options.use_threads)
+        return self._tools
 
     def _schema(self) -> pa.Schema:
         return pa.schema(_FIXED + [(f, _VARIANTS[f][self.choice[f]]) for f in _VARIANTS])
@@ -132,19 +143,17 @@ def _utf8_ok(data) -> bool:
         return False
 
 
-def _classify(data: bytes, starts: np.ndarray, ends: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(shown to Arrow, blank) per line. Lines neither go to the Python parser."""
+def _classify(data: bytes, starts: np.ndarray, ends: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(shown to Arrow, blank, holds ``"tools"``) per line. Lines neither shown nor blank go to Python; lines
+    with tool definitions are parsed apart from the others (their nested types are inferred, slower)."""
     buf = np.frombuffer(data, dtype=np.uint8)
     length = ends - starts
     nonempty = length > 0
     first = np.zeros(len(starts), dtype=np.uint8)
     last = np.zeros(len(starts), dtype=np.uint8)
     first[nonempty] = buf[starts[nonempty]]
-    last_idx = ends - 1
-    last[nonempty] = buf[last_idx[nonempty]]
+    last[nonempty] = buf[(ends - 1)[nonempty]]
     quick = nonempty & (first == 0x7B) & (last == 0x7D) & (length < _MAX_LINE)
-    # lines with tool definitions go to Python directly: Arrow would only infer their nested types (slow)
-    quick[_lines_with(data, np.concatenate((starts, [len(data)])), b'"tools"')] = False
     unicode_ok = True
     if not _utf8_ok(data):  # Arrow does not always check string bytes: lines with bad UTF-8 go to Python
         unicode_ok = False
@@ -160,10 +169,12 @@ def _classify(data: bytes, starts: np.ndarray, ends: np.ndarray) -> tuple[np.nda
         stripped = line.strip()
         if not stripped:
             blank[i] = True
-        elif b'"tools"' not in line and (unicode_ok or _utf8_ok(line)) and (len(line) < _MAX_LINE and stripped[:1] == b"{" and stripped[-1:] == b"}"
-              and stripped == line.strip(b" \t\r\n")):
+        elif ((unicode_ok or _utf8_ok(line)) and len(line) < _MAX_LINE and stripped[:1] == b"{"
+              and stripped[-1:] == b"}" and stripped == line.strip(b" \t\r\n")):
             shown[i] = True
-    return shown, blank
+    tools = np.zeros(len(starts), dtype=bool)
+    tools[_lines_with(data, np.concatenate((starts, [len(data)])), b'"tools"')] = True
+    return shown, blank, tools & shown
 
 
 # --------------------------------------------------------------------------------------------- derivation
@@ -358,6 +369,26 @@ def _json_str(values: pa.Array) -> tuple[pa.Array, np.ndarray]:
     return pc.binary_join_element_wise('"', values, '"', ""), unsupported
 
 
+def _tools_json(data, offs: np.ndarray, rows: np.ndarray, ok: np.ndarray) -> tuple[pa.Array, np.ndarray]:
+    """``tools`` as the Python path writes it (sorted-key JSON of the list) for ``rows``, from orjson's own
+    parse of those lines; a line orjson refuses (e.g. NaN inside a tool definition) is cleared in ``ok``."""
+    n = len(offs) - 1
+    out: list = [None] * n
+    counts = np.zeros(n, dtype=np.int32)
+    for i in np.flatnonzero(rows):
+        try:
+            tools = orjson.loads(bytes(data[int(offs[i]):int(offs[i + 1])])).get("tools")
+        except (orjson.JSONDecodeError, AttributeError):
+            ok[i] = False
+            continue
+        if type(tools) is not list:
+            ok[i] = False
+            continue
+        out[i] = orjson.dumps(tools, option=orjson.OPT_SORT_KEYS).decode()
+        counts[i] = len(tools)
+    return pa.array(out, type=_S), counts
+
+
 def _join_lists(parent: np.ndarray, values: pa.Array, n: int, sep: str) -> tuple[pa.Array, np.ndarray]:
     """Join ``values`` (grouped by ``parent`` row, in order) with ``sep``: one string per row, and the counts."""
     counts = np.bincount(parent, minlength=n).astype(np.int32) if len(parent) else np.zeros(n, dtype=np.int32)
@@ -366,7 +397,8 @@ def _join_lists(parent: np.ndarray, values: pa.Array, n: int, sep: str) -> tuple
     return pc.binary_join(lists, sep), counts
 
 
-def derive(table: pa.Table, data, offs: np.ndarray, lns: np.ndarray, label: str) -> tuple[pa.Table, np.ndarray]:
+def derive(table: pa.Table, data, offs: np.ndarray, lns: np.ndarray, label: str,
+           with_tools: bool = False) -> tuple[pa.Table, np.ndarray]:
     """The EVENT_SCHEMA rows of a parsed piece and the mask of rows they are exact for (the others go to
     Python). Row i was parsed from ``data[offs[i]:offs[i+1]]``, line ``lns[i]`` of the file."""
     n = table.num_rows
@@ -376,8 +408,9 @@ def derive(table: pa.Table, data, offs: np.ndarray, lns: np.ndarray, label: str)
     ok &= ~_any_valid(lambda c: _col(table, c), unknown, n)
     ok &= ~_maybe_null_key(data, offs, unknown)
     tools = _col(table, "tools")
-    if tools is not None and tools.type != pa.null():
-        ok &= ~_nonnull(tools, n)
+    has_tools = _nonnull(tools, n)
+    if has_tools.any() and not (with_tools and pa.types.is_list(tools.type)):
+        ok &= ~has_tools
 
     account, acc_ok = _id_text(_col(table, "account_id"), n)
     ok &= acc_ok
@@ -447,6 +480,10 @@ def derive(table: pa.Table, data, offs: np.ndarray, lns: np.ndarray, label: str)
     n_user_turns = np.where(has_prompt, 1, n_user).astype(np.int32)
     n_messages = np.where(has_msgs, lengths, 1).astype(np.int32)
 
+    tools_json = pa.nulls(n, _S)
+    n_tools = np.zeros(n, dtype=np.int32)
+    if with_tools and has_tools.any() and pa.types.is_list(tools.type):
+        tools_json, n_tools = _tools_json(data, offs, ok & has_tools, ok)
     ts_type = pa.timestamp("us", tz="UTC")
     source = pc.binary_join_element_wise(label + ":", pc.cast(pa.array(lns), _S), "")
     cols = {
@@ -461,8 +498,8 @@ def derive(table: pa.Table, data, offs: np.ndarray, lns: np.ndarray, label: str)
         "user_text": user_text,
         "n_messages": pa.array(n_messages),
         "n_user_turns": pa.array(n_user_turns),
-        "tools": pa.nulls(n, _S),
-        "n_tools": pa.array(np.zeros(n, dtype=np.int32)),
+        "tools": tools_json,
+        "n_tools": pa.array(n_tools, type=pa.int32()),
         "extra": pa.nulls(n, _S),
         "source": source,
     }
@@ -489,36 +526,35 @@ def read_canonical_arrow(path, label: str, shape: str, em, batch_rows: int, unre
                          block_bytes: int | None = None) -> Iterator[pa.RecordBatch]:
     """Read one JSONL file through Arrow; lines and rows it cannot decide exactly go to the Python parser.
 
-    Blocks are parsed in this process, one block ahead on a helper thread; Arrow's parser uses its own thread
-    pool (all cores). That measured faster than worker processes (which must pickle their results)."""
-    parser = _Parser()
-
-    # line numbers are counted on the helper thread, which takes the blocks in order
+    Blocks are parsed in this process on :data:`READ_THREADS` helper threads, ahead of the one being handed
+    out; with one thread, Arrow's parser itself uses all cores. (Worker processes measured slower: they must
+    pickle their results.)"""
+    threads = max(1, int(READ_THREADS))
+    parser = _Parser(use_threads=threads == 1)
+    # line numbers: counted on the helper thread when there is one (it takes the blocks in order), else here
     line_box = [1]
 
-    def run(data: bytes) -> tuple:
+    def count(data) -> int:
         first = line_box[0]
         line_box[0] += data.count(b"\n") + (0 if data.endswith(b"\n") else 1)
-        return parse_block(label, first, data, shape, parser)
+        return first
 
-    def tasks() -> Iterator[tuple]:
-        for data, err in _read_blocks(path, block_bytes or ARROW_BLOCK_BYTES):
-            yield data, err
+    def run(data, first: int | None) -> tuple:
+        return parse_block(label, count(data) if first is None else first, data, shape, parser)
 
-    # one thread parses the next block while this one is handed out (Arrow and numpy release the GIL, so the
-    # caller's own work on a batch overlaps the parsing of the next)
-    pool = ThreadPoolExecutor(1, thread_name_prefix="dg-arrow-read")
+    # the caller's own work on a batch overlaps the parsing of the next blocks (Arrow and numpy release the GIL)
+    pool = ThreadPoolExecutor(threads, thread_name_prefix="dg-arrow-read")
     inflight: deque = deque()
     try:
-        for data, err in tasks():
+        for data, err in _read_blocks(path, block_bytes or ARROW_BLOCK_BYTES):
             if err is not None:
                 while inflight:
                     yield from _emit(em, label, inflight.popleft().result(), batch_rows)
                 unreadable(em, label, line_box[0], unreadable_cls(err))
                 continue
-            inflight.append(pool.submit(run, data))
+            inflight.append(pool.submit(run, data, None if threads == 1 else count(data)))
             del data
-            while len(inflight) > PREFETCH_BLOCKS:
+            while len(inflight) > PREFETCH_BLOCKS + threads - 1:
                 yield from _emit(em, label, inflight.popleft().result(), batch_rows)
         while inflight:
             yield from _emit(em, label, inflight.popleft().result(), batch_rows)
@@ -598,38 +634,41 @@ def parse_block(label: str, first_ln: int, data: bytes, shape: str, parser: _Par
     starts, ends, full = _line_spans(data)
     n_lines = len(starts)
     unterminated_last = not data.endswith(b"\n")
-    shown, blank = _classify(data, starts, ends)
-    idx = np.flatnonzero(shown)
-    if len(idx) == n_lines:
-        cbuf = data
-        coffs = np.concatenate((starts, [len(data)]))
-    else:  # only the lines Arrow may see, one after the other (runs of neighbours copied at once)
-        breaks = np.flatnonzero(np.diff(idx) != 1) + 1
-        run_lo = np.concatenate(([0], breaks))
-        run_hi = np.concatenate((breaks, [len(idx)]))
-        mv = memoryview(data)
-        cbuf = b"".join(mv[starts[idx[a]]:full[idx[b - 1]]] for a, b in zip(run_lo, run_hi) if b > a)
-        coffs = np.concatenate(([0], np.cumsum((full - starts)[idx]))).astype(np.int64)
-    pieces: list[tuple[int, int, pa.Table | None]] = []
-    _pieces(parser, cbuf, coffs, 0, len(idx), pieces)
-
+    shown, blank, tools = _classify(data, starts, ends)
     fast_parts: list[pa.Table] = []
     fast_lns: list[np.ndarray] = []
     slow = ~shown & ~blank
-    for lo, hi, table in pieces:
-        lines_here = idx[lo:hi]
-        if table is None:
-            slow[lines_here] = True
+    # lines with tool definitions are parsed on their own (their nested types are inferred)
+    for idx, group_parser, with_tools in ((np.flatnonzero(shown & ~tools), parser, False),
+                                          (np.flatnonzero(tools), parser.tools_parser(), True)):
+        if not len(idx):
             continue
-        try:
-            rows, ok = derive(table, cbuf, coffs[lo:hi + 1], first_ln + lines_here, label)
-        except (pa.ArrowException, ValueError, TypeError, IndexError):  # never lose a piece: Python decides it
-            slow[lines_here] = True
-            continue
-        slow[lines_here[~ok]] = True
-        if rows.num_rows:
-            fast_parts.append(rows)
-            fast_lns.append(first_ln + lines_here[ok])
+        if len(idx) == n_lines:
+            cbuf = data
+            coffs = np.concatenate((starts, [len(data)]))
+        else:  # only these lines, one after the other (runs of neighbours copied at once)
+            breaks = np.flatnonzero(np.diff(idx) != 1) + 1
+            run_lo = np.concatenate(([0], breaks))
+            run_hi = np.concatenate((breaks, [len(idx)]))
+            mv = memoryview(data)
+            cbuf = b"".join(mv[starts[idx[a]]:full[idx[b - 1]]] for a, b in zip(run_lo, run_hi) if b > a)
+            coffs = np.concatenate(([0], np.cumsum((full - starts)[idx]))).astype(np.int64)
+        pieces: list[tuple[int, int, pa.Table | None]] = []
+        _pieces(group_parser, cbuf, coffs, 0, len(idx), pieces)
+        for lo, hi, table in pieces:
+            lines_here = idx[lo:hi]
+            if table is None:
+                slow[lines_here] = True
+                continue
+            try:
+                rows, ok = derive(table, cbuf, coffs[lo:hi + 1], first_ln + lines_here, label, with_tools)
+            except (pa.ArrowException, ValueError, TypeError, IndexError):  # never lose a piece: Python decides
+                slow[lines_here] = True
+                continue
+            slow[lines_here[~ok]] = True
+            if rows.num_rows:
+                fast_parts.append(rows)
+                fast_lns.append(first_ln + lines_here[ok])
     records = sum(t.num_rows for t in fast_parts)
     rows_py: list[tuple] = []
     line_of_row: list[int] = []
