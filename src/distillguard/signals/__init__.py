@@ -8,7 +8,6 @@ on one request for the real-time gateway.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import multiprocessing as mp
 import os
@@ -56,7 +55,6 @@ SIGNAL_SCHEMA = pa.schema(
 #: event columns compute_signals reads (``tools`` is optional when ``n_tools`` is present)
 SIGNAL_INPUTS = ("event_id", "request_id", "account_id", "timestamp", "system_text", "user_text", "n_tools")
 
-_SEP = "\x1f"
 _NULL_SYS = "\x00"
 
 
@@ -92,43 +90,37 @@ def compute_signals(events: pa.Table | pa.RecordBatch, *, detectors: Iterable | 
     n = events.num_rows
     if benchmark_index is None:
         benchmark_index = default_benchmark_index()
-    system = pc.fill_null(_column(events, "system_text", n).cast(pa.string()), _NULL_SYS)
-    user = pc.fill_null(events.column("user_text").cast(pa.string()), "")
-    key = pc.binary_join_element_wise(system, user, _SEP)
-    enc = pc.dictionary_encode(key).combine_chunks() if n else None
-    if n:
-        idx = enc.indices.to_numpy(zero_copy_only=False)
-        uniq = enc.dictionary.to_pylist()
-    else:
-        idx = np.empty(0, np.int64)
-        uniq = []
-    sys_u: list[str | None] = []
-    user_u: list[str] = []
-    for k in uniq:
-        s, _, u = k.partition(_SEP)
-        sys_u.append(None if s == _NULL_SYS else s)
-        user_u.append(u)
-    a = _analyse_pooled(sys_u, user_u, benchmark_index)
+    system = _column(events, "system_text", n).cast(pa.large_string())
+    user = pc.fill_null(events.column("user_text").cast(pa.large_string()), "")
+    if isinstance(system, pa.ChunkedArray):
+        system = system.combine_chunks()
+    if isinstance(user, pa.ChunkedArray):
+        user = user.combine_chunks()
+    idx, first = _distinct_pairs(system, user)
+    # a system text of a single NUL character counts as none (as it always has)
+    sys_u = system.take(first)
+    sys_u = pc.if_else(pc.equal(sys_u, _NULL_SYS), pa.nulls(len(sys_u), sys_u.type), sys_u)
+    a = _analyse_pooled(sys_u, user.take(first), benchmark_index)
     has_tools = _has_tools(events, n)
-    cap = pa.array(a.capability, pa.string()).take(pa.array(idx))
+    take = pa.array(idx, pa.int64())
+    cap = a["capability"].take(take)
     if has_tools.any():
         cap = pc.if_else(pa.array(has_tools), "tool_use", cap)
-    take = pa.array(idx, pa.int64())
     cols = {
         "event_id": events.column("event_id").cast(pa.string()),
         "request_id": _column(events, "request_id", n).cast(pa.string()),
         "account_id": events.column("account_id").cast(pa.string()),
         "timestamp": _column(events, "timestamp", n, _TS).cast(_TS),
-        "extraction_score": pa.array(a.extraction_score[idx], pa.float64()),
-        "extraction_reason": pa.array(a.extraction_reason, pa.string()).take(take),
+        "extraction_score": pa.array(a["extraction_score"][idx], pa.float64()),
+        "extraction_reason": a["extraction_reason"].take(take),
         "capability": cap,
-        "benchmark": pa.array(a.benchmark, pa.string()).take(take),
-        "benchmark_item": pa.array(a.benchmark_item, pa.string()).take(take),
-        "benchmark_score": pa.array(a.benchmark_score[idx], pa.float64()),
-        "template_id": pa.array(a.template_id, pa.string()).take(take),
-        "template_sig": pa.array(a.template_sig[idx], pa.int64()),
-        "system_prompt_id": pa.array(a.system_prompt_id, pa.string()).take(take),
-        "text_len": pa.array(a.text_len[idx], pa.int32()),
+        "benchmark": a["benchmark"].take(take),
+        "benchmark_item": a["benchmark_item"].take(take),
+        "benchmark_score": pa.array(a["benchmark_score"][idx], pa.float64()),
+        "template_id": a["template_id"].take(take),
+        "template_sig": pa.array(a["template_sig"][idx], pa.int64()),
+        "system_prompt_id": a["system_prompt_id"].take(take),
+        "text_len": pa.array(a["text_len"][idx], pa.int32()),
     }
     out = pa.Table.from_arrays([cols[f.name] for f in SIGNAL_SCHEMA], schema=SIGNAL_SCHEMA)
     for det in detectors or ():
@@ -141,6 +133,8 @@ def compute_signals(events: pa.Table | pa.RecordBatch, *, detectors: Iterable | 
 
 #: distinct texts from which compute_signals splits the work over forked worker processes
 POOL_MIN_TEXTS = 20_000
+#: distinct texts per task of the worker pool
+POOL_CHUNK_TEXTS = 16_000
 _POOL_STATE: tuple | None = None
 
 
@@ -159,21 +153,50 @@ def signal_workers() -> int:
     return max(1, min(cpus, 4))
 
 
-def _analyse_chunk(bounds: tuple[int, int]) -> Analysis:
+#: the columns of an :class:`Analysis` that compute_signals uses: text ones travel as Arrow arrays
+_STRING_FIELDS = ("extraction_reason", "capability", "benchmark", "benchmark_item", "template_id",
+                  "system_prompt_id")
+_ARRAY_FIELDS = ("extraction_score", "benchmark_score", "template_sig", "text_len")
+
+
+def _distinct_pairs(system: pa.Array, user: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """(index of each row's distinct (system, user) pair, first row of each pair); pairs are told apart
+    exactly (by the dictionary codes of both texts, null system apart from any string)."""
+    n = len(user)
+    if n == 0:
+        return np.empty(0, np.int64), np.empty(0, np.int64)
+    s_enc = pc.dictionary_encode(system)
+    u_enc = pc.dictionary_encode(user)
+    s_idx = pc.fill_null(s_enc.indices, -1).to_numpy(zero_copy_only=False).astype(np.int64)
+    u_idx = u_enc.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+    code = (s_idx + 1) * len(u_enc.dictionary) + u_idx
+    _, first, idx = np.unique(code, return_index=True, return_inverse=True)
+    return idx.reshape(-1), first
+
+
+def _packed(a: Analysis) -> dict:
+    out = {f: pa.array(getattr(a, f), pa.string()) for f in _STRING_FIELDS}
+    out.update({f: getattr(a, f) for f in _ARRAY_FIELDS})
+    return out
+
+
+def _analyse_chunk(bounds: tuple[int, int]) -> dict:
     sys_u, user_u, index = _POOL_STATE
     lo, hi = bounds
-    return analyse(sys_u[lo:hi], user_u[lo:hi], benchmark_index=index)
+    return _packed(analyse(sys_u.slice(lo, hi - lo), user_u.slice(lo, hi - lo), benchmark_index=index))
 
 
-def _analyse_pooled(sys_u: list, user_u: list, index: BenchmarkIndex) -> Analysis:
-    """:func:`analyse` over the distinct texts; large inputs are cut into contiguous chunks analysed by
-    forked workers (each text's signals depend on that text alone, so the result is identical)."""
+def _analyse_pooled(sys_u: pa.Array, user_u: pa.Array, index: BenchmarkIndex) -> dict:
+    """The columns compute_signals needs of :func:`analyse` over the distinct texts (Arrow arrays for text,
+    numpy for numbers); large inputs are cut into contiguous chunks analysed by forked workers (each text's
+    signals depend on that text alone, so the result is identical)."""
     global _POOL_STATE
     n, workers = len(user_u), signal_workers()
     if (n < POOL_MIN_TEXTS or workers < 2 or "fork" not in mp.get_all_start_methods()
             or mp.current_process().daemon):  # a pool worker may not start processes of its own
-        return analyse(sys_u, user_u, benchmark_index=index)
-    parts = min(workers * 2, max(2, n // 10_000))
+        return _packed(analyse(sys_u, user_u, benchmark_index=index))
+    # chunks of about POOL_CHUNK_TEXTS: the per-text arrays of one chunk stay small enough for the caches
+    parts = max(workers, -(-n // POOL_CHUNK_TEXTS))
     cuts = np.linspace(0, n, parts + 1).astype(int)
     bounds = [(int(a), int(b)) for a, b in zip(cuts[:-1], cuts[1:])]
     _POOL_STATE = (sys_u, user_u, index)  # inherited by the forked workers, never pickled
@@ -182,10 +205,9 @@ def _analyse_pooled(sys_u: list, user_u: list, index: BenchmarkIndex) -> Analysi
             chunks = pool.map(_analyse_chunk, bounds, chunksize=1)
     finally:
         _POOL_STATE = None
-    return Analysis(*(
-        np.concatenate([getattr(c, f.name) for c in chunks]) if isinstance(getattr(chunks[0], f.name), np.ndarray)
-        else [x for c in chunks for x in getattr(c, f.name)]
-        for f in dataclasses.fields(Analysis)))
+    out = {f: pa.concat_arrays([c[f] for c in chunks]) for f in _STRING_FIELDS}
+    out.update({f: np.concatenate([c[f] for c in chunks]) for f in _ARRAY_FIELDS})
+    return out
 
 
 def _has_tools(events: pa.Table, n: int) -> np.ndarray:

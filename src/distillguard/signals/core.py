@@ -13,7 +13,7 @@ import pyarrow.compute as pc
 
 from . import text as T
 from .benchmark import BENCHMARK_CAPABILITY, SHINGLE, BenchmarkIndex
-from .extraction import N_BUCKETS, ExtractionModel, hashed_ngrams, hashed_ngrams_ids, load_model
+from .extraction import ExtractionModel, hashed_ngrams, hashed_ngrams_ids, load_model
 from .rules import CAPABILITIES, RuleSet, load_rules
 
 __all__ = ["Analysis", "analyse", "capability_of"]
@@ -222,32 +222,48 @@ def _reasons(score, rule_hits, rules, model, buckets, bdoc, n) -> list[str]:
     if len(hot) and model.terms:
         is_hot = np.zeros(n, bool)
         is_hot[hot] = True
-        sel = is_hot[bdoc] & model.is_term[buckets]
-        d, b = bdoc[sel], buckets[sel]
-        if len(d):
-            # strongest distinct terms first, per document (vectorised: sort by doc, then weight)
-            pair = np.unique(d * N_BUCKETS + b)
-            d, b = pair // N_BUCKETS, pair % N_BUCKETS
-            order = np.lexsort((-model.hash_w[b], d))
-            d, b = d[order], b[order]
-            rank = np.arange(len(d)) - np.searchsorted(d, d, "left")
+        term = model.term_rank[buckets]
+        sel = term >= 0
+        sel &= is_hot[bdoc]
+        if sel.any():
+            # strongest distinct terms first, per document: one sort of (document, term rank)
+            n_terms = len(model.terms)
+            key = np.sort(bdoc[sel] * n_terms + term[sel])
+            key = key[np.concatenate(([True], key[1:] != key[:-1]))]
+            d, t = key // n_terms, key % n_terms
+            first = np.concatenate(([True], d[1:] != d[:-1]))
+            starts = np.flatnonzero(first)
+            rank = np.arange(len(d)) - np.repeat(starts, np.diff(starts, append=len(d)))
             keep = rank < 4
-            for di, bi in zip(d[keep].tolist(), b[keep].tolist()):
-                terms_of.setdefault(di, []).append(model.terms[bi])
-    any_hit = rule_hits.any(axis=1) if rule_hits.size else np.zeros(n, bool)
-    for i, sc in enumerate(score.tolist()):
-        if not any_hit[i] and i not in terms_of:
-            out.append(f"{sc:.2f}: no extraction cue")
-            continue
-        fired = [(w[j], names[j]) for j in np.flatnonzero(rule_hits[i])]
-        pos = [f"{nm}({wt:+.1f})" for wt, nm in sorted(fired, reverse=True) if wt > 0]
-        neg = [f"{nm}({wt:+.1f})" for wt, nm in sorted(fired) if wt <= 0]
-        parts = []
-        if pos:
-            parts.append("rules " + ", ".join(pos))
-        if i in terms_of:
-            parts.append("terms " + ", ".join(repr(t) for t in terms_of[i]))
-        if neg:
-            parts.append("look-alike " + ", ".join(neg))
-        out.append(f"{sc:.2f}: " + "; ".join(parts))
+            words = [repr(w) for w in model.terms_by_rank]
+            for di, ti in zip(d[keep].tolist(), t[keep].tolist()):
+                terms_of.setdefault(di, []).append(words[ti])
+    # the rule part of a reason depends only on which rules fired: built once per distinct combination
+    k = rule_hits.shape[1] if rule_hits.ndim == 2 else 0
+    if n and k:
+        packed = np.packbits(rule_hits, axis=1)
+        if packed.shape[1] <= 8:  # up to 64 rules: one integer key per row
+            code = np.zeros(n, np.uint64)
+            for j in range(packed.shape[1]):
+                code = (code << np.uint64(8)) | packed[:, j]
+            _, first, inv = np.unique(code, return_index=True, return_inverse=True)
+        else:
+            _, first, inv = np.unique(packed, axis=0, return_index=True, return_inverse=True)
+        inv = inv.reshape(-1)
+        hits_of = rule_hits[first]
+    else:
+        hits_of, inv = np.zeros((1, k), bool), np.zeros(n, np.int64)
+    pos_of, neg_of, tail_of = [], [], []
+    for row in hits_of:
+        fired = [(w[j], names[j]) for j in np.flatnonzero(row)]
+        pos = ", ".join(f"{nm}({wt:+.1f})" for wt, nm in sorted(fired, reverse=True) if wt > 0)
+        neg = ", ".join(f"{nm}({wt:+.1f})" for wt, nm in sorted(fired) if wt <= 0)
+        pos_of.append("rules " + pos if pos else "")
+        neg_of.append("look-alike " + neg if neg else "")
+        tail_of.append("; ".join(p for p in (pos_of[-1], neg_of[-1]) if p) or "no extraction cue")
+    out = [f"{sc:.2f}: {tail_of[c]}" for sc, c in zip(score.tolist(), inv.tolist())]
+    for i, terms in terms_of.items():
+        c = inv[i]
+        parts = (pos_of[c], "terms " + ", ".join(terms), neg_of[c])
+        out[i] = f"{score[i]:.2f}: " + "; ".join(p for p in parts if p)
     return out

@@ -71,14 +71,23 @@ class ExtractionModel:
         return cls(rules.extraction_names, w, np.zeros(N_BUCKETS, np.float32), -2.0, {}, trained=False)
 
     @property
-    def is_term(self) -> np.ndarray:
-        """Boolean mask over the hashed columns: which have a readable term (cached)."""
-        cached = self.__dict__.get("_is_term")
+    def term_rank(self) -> np.ndarray:
+        """int32 over the hashed columns: rank of each readable term by decreasing weight (ties: lower
+        column first), -1 for the other columns (cached); the explanation lists terms in this order."""
+        cached = self.__dict__.get("_term_rank")
         if cached is None or cached[0] != len(self.terms):
-            m = np.zeros(N_BUCKETS, bool)
-            m[np.fromiter(self.terms.keys(), dtype=np.int64, count=len(self.terms))] = True
-            cached = self.__dict__["_is_term"] = (len(self.terms), m)
+            keys = np.fromiter(self.terms.keys(), dtype=np.int64, count=len(self.terms))
+            order = keys[np.lexsort((keys, -self.hash_w[keys]))]
+            r = np.full(N_BUCKETS, -1, np.int32)
+            r[order] = np.arange(len(order), dtype=np.int32)
+            cached = self.__dict__["_term_rank"] = (len(self.terms), r, [self.terms[int(b)] for b in order])
         return cached[1]
+
+    @property
+    def terms_by_rank(self) -> list[str]:
+        """The readable terms in :attr:`term_rank` order."""
+        self.term_rank
+        return self.__dict__["_term_rank"][2]
 
     def logits(self, rule_hits: np.ndarray, buckets: np.ndarray, bdoc: np.ndarray, n_docs: int) -> np.ndarray:
         z = rule_hits.astype(np.float64) @ self.rule_w + self.bias

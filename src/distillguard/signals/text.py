@@ -528,63 +528,88 @@ def _string_buffers(arr: pa.Array) -> tuple[np.ndarray, np.ndarray]:
     return off - base, data
 
 
-def _ascii_tokens(arr: pa.Array) -> tuple[pa.Array, np.ndarray]:
-    """:func:`split_tokens` of ASCII-only strings (no nulls) with numpy byte classes: the word characters of
-    ``_SPLIT_RE2`` in ASCII are ``[A-Za-z0-9_]`` and ASCII holds no CJK character."""
+_CHAR_CLASS: dict[int, int] = {}  # non-ASCII code point -> 0 separator, 1 word character, 2 CJK (one token)
+
+
+def _char_classes(cps: np.ndarray) -> np.ndarray:
+    """Class of each distinct non-ASCII code point, as RE2 sees it (asked once per code point and memoised,
+    so the Unicode tables are RE2's own)."""
+    cache = _CHAR_CLASS
+    new = [c for c in cps.tolist() if c not in cache]
+    if new:
+        chars = pa.array([chr(c) for c in new], pa.large_string())
+        word = pc.match_substring_regex(chars, f"^{_WORD_CLASS_RE2}$").to_numpy(zero_copy_only=False)
+        cjk = pc.match_substring_regex(chars, f"^{_CJK_RE2}$").to_numpy(zero_copy_only=False)
+        for c, wd, cj in zip(new, word.tolist(), cjk.tolist()):
+            cache[c] = (2 if cj else 1) if wd else 0
+    return np.array([cache[c] for c in cps.tolist()], np.int8)
+
+
+_WORD_CLASS_RE2 = r"[\p{L}\p{M}\p{N}_]"  # the complement of _SPLIT_RE2
+
+
+def _tokens(arr: pa.Array) -> tuple[pa.Array, np.ndarray]:
+    """:func:`split_tokens` of a large_string array without nulls, with numpy over the UTF-8 bytes: word
+    characters are ``[A-Za-z0-9_]`` in ASCII and RE2's ``[\\p{L}\\p{M}\\p{N}_]`` beyond; a CJK character
+    is a token of its own. Returns (tokens, document index of each token)."""
     off, data = _string_buffers(arr)
+    if not len(data):
+        return pa.array([], pa.large_string()), np.zeros(0, np.int64)
     w = _WORD_BYTE[data]
-    if not len(w):
-        return pa.array([], pa.large_string()), np.empty(0, np.int64)
+    inner = off[1:-1]
+    cuts = [inner[np.diff(off[:-1]) > 0]]  # a token may not run across two strings (one cut per offset)
+    lead = np.flatnonzero(data >= 0xC0)  # first byte of each non-ASCII character
+    if len(lead):
+        b = [data[lead].astype(np.int64)] + [data[np.minimum(lead + k, len(data) - 1)].astype(np.int64) & 0x3F
+                                              for k in (1, 2, 3)]
+        size = np.where(b[0] >= 0xF0, 4, np.where(b[0] >= 0xE0, 3, 2))
+        cp = np.where(size == 2, ((b[0] & 0x1F) << 6) | b[1],
+                      np.where(size == 3, ((b[0] & 0x0F) << 12) | (b[1] << 6) | b[2],
+                               ((b[0] & 0x07) << 18) | (b[1] << 12) | (b[2] << 6) | b[3]))
+        uniq, inv = np.unique(cp, return_inverse=True)
+        cls = _char_classes(uniq)[inv]
+        for k in range(4):  # every byte of the character takes its class
+            m = size > k
+            w[lead[m] + k] = cls[m] > 0
+        cjk = cls == 2
+        if cjk.any():
+            cuts += [lead[cjk], lead[cjk] + size[cjk]]
     # edge[i] = w[i] - w[i-1] (w is 0 outside): +1 where a word starts, -1 just after one ends
     wi = w.view(np.int8)
     edge = np.empty(len(w) + 1, np.int8)
     edge[0], edge[-1] = wi[0], -wi[-1]
     np.subtract(wi[1:], wi[:-1], out=edge[1:-1])
-    starts = np.flatnonzero(edge == 1)
-    ends = np.flatnonzero(edge == -1)
-    # a token may not run across two strings: cut at string boundaries inside a word run
-    cut = np.unique(off[1:-1])  # (empty strings repeat an offset)
+    change = np.flatnonzero(edge)  # alternately the start and the end of each run of word bytes
+    starts, ends = change[0::2], change[1::2]
+    # cuts inside a run of word bytes end one token and start the next
+    cut = np.unique(np.concatenate(cuts)) if len(cuts) > 1 else cuts[0]
     cut = cut[(cut > 0) & (cut < len(w))]
     cut = cut[w[cut] & w[cut - 1]]
-    if len(cut):
-        starts = np.sort(np.concatenate([starts, cut]))
-        ends = np.sort(np.concatenate([ends, cut]))
-    doc = np.searchsorted(off, starts, "right") - 1
+    if len(cut):  # (never a start or an end already: both neighbours are word bytes)
+        starts = np.insert(starts, np.searchsorted(starts, cut), cut)
+        ends = np.insert(ends, np.searchsorted(ends, cut), cut)
+    counts = np.diff(np.searchsorted(starts, off, "left"))
+    doc = np.repeat(np.arange(len(off) - 1, dtype=np.int64), counts)
     toff = np.empty(len(starts) + 1, np.int64)
     toff[0] = 0
     np.cumsum(ends - starts, out=toff[1:])
     toks = pa.LargeStringArray.from_buffers(len(starts), pa.py_buffer(toff), pa.py_buffer(np.ascontiguousarray(data[w])))
-    return toks, doc.astype(np.int64)
+    return toks, doc
 
 
 def token_ids(arr: pa.Array, transform=None) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
-    """Tokens of every string of ``arr`` (as :func:`split_tokens`) as ids of distinct tokens.
+    """Tokens of every string of ``arr`` (the same as :func:`split_tokens`) as ids of distinct tokens.
 
     Returns ``(table, ids, doc, distinct)``: uint64 CRC-32 of each distinct token (after ``transform``, as
     :func:`hash_token_array`), the id of each token, the document index of each token (non-decreasing) and
-    the distinct tokens. ASCII strings are split with numpy byte classes, the others with ``split_tokens``."""
+    the distinct tokens."""
     arr = pc.fill_null(arr.cast(pa.large_string()), "")
-    if len(arr) == 0:
-        return np.empty(0, np.uint64), np.empty(0, np.int64), np.empty(0, np.int64), []
-    asc = pc.string_is_ascii(arr).to_numpy(zero_copy_only=False)
-    perm = None
-    if asc.all():
-        toks, doc = _ascii_tokens(arr)
-    else:
-        rows_a, rows_o = np.flatnonzero(asc), np.flatnonzero(~asc)
-        ta, da = _ascii_tokens(arr.filter(pa.array(asc))) if len(rows_a) else (pa.array([], pa.large_string()), np.empty(0, np.int64))
-        to, do = split_tokens(arr.filter(pa.array(~asc)))
-        toks = pa.concat_arrays([ta.cast(pa.large_string()), to.cast(pa.large_string())])
-        doc = np.concatenate([rows_a[da], rows_o[do]])
-        perm = np.argsort(doc, kind="stable")  # two sorted runs: a merge
-        doc = doc[perm]
+    toks, doc = _tokens(arr)
     if len(toks) == 0:
-        return np.empty(0, np.uint64), np.empty(0, np.int64), doc.astype(np.int64), []
+        return np.empty(0, np.uint64), np.empty(0, np.int64), doc, []
     enc = pc.dictionary_encode(toks)
     distinct = enc.dictionary.to_pylist()
     ids = enc.indices.to_numpy(zero_copy_only=False).astype(np.int64)
-    if perm is not None:
-        ids = ids[perm]
     hashed = [transform(t) for t in distinct] if transform is not None else distinct
     table = np.asarray(token_hashes(hashed), dtype=np.uint64)
     return table, ids, doc, distinct
