@@ -413,7 +413,9 @@ def build_edges(events, signals=None, *, config: LinkConfig | None = None) -> pa
             add(expr)
     if signals is not None:
         if on["template"] or cfg.set_base > 0:
-            acct_tpl = _account_templates(signals, cfg)
+            # used three times (template, template_set, partition): computed once, a table of distinct
+            # (account, template cluster) pairs
+            acct_tpl = ibis.memtable(_account_templates(signals, cfg).to_pyarrow())
             rep = acct_tpl.filter(acct_tpl.uses >= cfg.template_min_uses)
             if on["template"]:
                 add(_shared_value_edges(rep.select("account_id", "key", "value"), "template", cfg, accounts))
