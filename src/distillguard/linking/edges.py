@@ -119,24 +119,23 @@ def _shared_value_edges(obs: ir.Table, kind: str, cfg: LinkConfig, accounts: ir.
     # aidx follows account_id order, so this is the same order as (h, account_id)
     m = m.mutate(rank=ibis.row_number().over(group_by=m.key, order_by=[m.h, m.aidx]))
     m = m.select("key", "aidx", "value", "n_ent", "n_acc", "hub", "rank")
-    offs = ibis.memtable({"i": list(range(k))})
-    c = m.cross_join(offs)
-    n = c.n_acc
-    large_off = ibis.greatest(c.i + 1, (n.cast("float64") ** (c.i.cast("float64") / k)).floor().cast("int64"))
-    off = ibis.ifelse(n <= k + 1, ibis.ifelse(c.i + 1 < n, c.i + 1, 0), large_off)
-    c = c.mutate(off=off)
-    c = c.filter(c.off > 0).mutate(trank=(c.rank + c.off) % c.n_acc)
-    partner = m.select(pkey=m.key, prank=m.rank, other=m.aidx)
-    prune = need > kc.value_cap
-    if prune:
+    src_m, partner = m, m.select(pkey=m.key, prank=m.rank, other=m.aidx)
+    if need > kc.value_cap:
         # one value adds at most value_cap to a pair's sum(h): an account whose values add up to less than
         # ``need`` over all its groups is in no edge that passes, so its pair rows are never built (the ranks
         # above still count every member, so the pairs that remain are exactly those of the full build)
         best = m.group_by(["aidx", "value"]).aggregate(hb=m.hub.max())
         able = best.group_by("aidx").aggregate(hs=best.hb.sum())
         able = able.filter(able.hs >= need).select(able_idx=able.aidx)
-        c = c.semi_join(able, c.aidx == able.able_idx)
+        src_m = m.semi_join(able, m.aidx == able.able_idx)
         partner = partner.semi_join(able, partner.other == able.able_idx)
+    offs = ibis.memtable({"i": list(range(k))})
+    c = src_m.cross_join(offs)
+    n = c.n_acc
+    large_off = ibis.greatest(c.i + 1, (n.cast("float64") ** (c.i.cast("float64") / k)).floor().cast("int64"))
+    off = ibis.ifelse(n <= k + 1, ibis.ifelse(c.i + 1 < n, c.i + 1, 0), large_off)
+    c = c.mutate(off=off)
+    c = c.filter(c.off > 0).mutate(trank=(c.rank + c.off) % c.n_acc)
     j = c.join(partner, [c.key == partner.pkey, c.trank == partner.prank])
     j = j.select(**_pair_cols(j.aidx, j.other), key=j.key, value=j.value, n_ent=j.n_ent, hub=j.hub)
     j = j.filter(j.src != j.dst)
