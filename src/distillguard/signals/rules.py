@@ -69,19 +69,7 @@ class RuleSet:
         if isinstance(texts, list) or n < _GROUP_MIN:
             hits = [r.hits(texts) for r in every]
         else:
-            groups = _groups(tuple(r.pattern for r in every))
-            if n >= _PARALLEL_MIN:
-                # Arrow's regex kernels release the GIL: run the rules on both cores
-                from concurrent.futures import ThreadPoolExecutor
-
-                with ThreadPoolExecutor(max_workers=_THREADS) as pool:
-                    parts = list(pool.map(lambda g: _group_hits(every, g, texts), groups))
-            else:
-                parts = [_group_hits(every, g, texts) for g in groups]
-            hits = [None] * len(every)
-            for (_, members), part in zip(groups, parts):
-                for j, h in zip(members, part):
-                    hits[j] = h
+            hits = _batch_hits(every, texts)
         ext = np.zeros((n, len(self.extraction)), dtype=bool)
         for j in range(len(self.extraction)):
             ext[:, j] = hits[j]
@@ -97,6 +85,9 @@ _THREADS = 2
 #: the texts any of them matches, and only those are searched rule by rule (a text matches the alternation
 #: exactly when it matches one of its members, so the hits are the same)
 _GROUP_MIN = 1000
+#: DFA memory of the RE2::Set (generous: the set must not run out, though a text on which it does is
+#: detected and matched rule by rule)
+_SET_MAX_MEM = 256 << 20
 _GROUP_SIZE = 4
 #: longer patterns run alone: combined with others they can exhaust RE2's DFA memory (then it falls back
 #: to a far slower engine)
@@ -128,6 +119,75 @@ def _groups(patterns: tuple[str, ...]) -> list[tuple[str | None, tuple[int, ...]
         if len(run) == _GROUP_SIZE:
             flush()
     flush()
+    return out
+
+
+def _batch_hits(every: list[Rule], texts: pa.Array) -> list[np.ndarray]:
+    """Hits of every rule over many texts: one RE2::Set pass per text when google-re2 is installed (the
+    same engine and syntax as Arrow's kernels), else Arrow passes over groups of rules."""
+    patterns = tuple(r.pattern for r in every)
+    rset = _rule_set(patterns)
+    if rset is not None:
+        found = _set_hits(rset, len(patterns), texts)
+        missed = np.flatnonzero(~found[:, -1])  # the sentinel always matches: its absence is a DFA failure
+        if len(missed):
+            sub = texts.take(pa.array(missed))
+            for j, r in enumerate(every):
+                found[missed, j] = r.hits(sub)
+        return [found[:, j] for j in range(len(every))]
+    groups = _groups(patterns)
+    if len(texts) >= _PARALLEL_MIN:
+        # Arrow's regex kernels release the GIL: run the groups on both cores
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=_THREADS) as pool:
+            parts = list(pool.map(lambda g: _group_hits(every, g, texts), groups))
+    else:
+        parts = [_group_hits(every, g, texts) for g in groups]
+    hits: list = [None] * len(every)
+    for (_, members), part in zip(groups, parts):
+        for j, h in zip(members, part):
+            hits[j] = h
+    return hits
+
+
+@lru_cache(maxsize=16)
+def _rule_set(patterns: tuple[str, ...]):
+    """The patterns compiled into one ``re2.Set`` (google-re2) plus an empty sentinel pattern, or None when
+    google-re2 is missing or the set does not compile."""
+    try:
+        import re2
+    except ImportError:
+        return None
+    opt = re2.Options()
+    opt.max_mem = _SET_MAX_MEM
+    opt.log_errors = False
+    rset = re2.Set.SearchSet(opt)
+    try:
+        for p in patterns:
+            rset.Add(p)
+        rset.Add("")
+        rset.Compile()
+    except re2.error:
+        return None
+    return rset
+
+
+def _set_hits(rset, n_patterns: int, texts: pa.Array) -> np.ndarray:
+    """bool (n, n_patterns + 1): which patterns of the set each text matches (last column: the sentinel;
+    False where the set's DFA gave up on the text, which then needs the per-rule path)."""
+    from .text import _string_buffers
+
+    off, data = _string_buffers(texts)
+    view = memoryview(data)
+    match = rset._set.Match  # the binding's method: no per-call str/bytes checks
+    lo, hi = off[:-1].tolist(), off[1:].tolist()
+    found = [match(view[a:b]) for a, b in zip(lo, hi)]
+    lens = np.fromiter((len(m) for m in found), np.int64, len(found))
+    out = np.zeros((len(found), n_patterns + 1), bool)
+    flat = [j for m in found for j in m]
+    if flat:
+        out[np.repeat(np.arange(len(found)), lens), np.asarray(flat, np.int64)] = True
     return out
 
 
