@@ -152,8 +152,10 @@ def test_small_blocks_and_pieces(tmp_path, monkeypatch):
         body.append(EDGE_LINES[i % (len(EDGE_LINES) - 1)] if i % 9 == 0 else json.dumps(_rec(i)).encode())
     path = tmp_path / "mixed.jsonl"
     path.write_bytes(b"\n".join(body) + b"\n")
-    table = assert_same(path, batch_rows=7)
-    assert table.num_rows > 300
+    for threads in (1, 3):  # one helper thread, or several taking blocks in turn
+        monkeypatch.setattr(blockparse, "READ_THREADS", threads)
+        table = assert_same(path, batch_rows=7)
+        assert table.num_rows > 300
     assert_same(path, workers=2)  # workers apply to the Python path; the Arrow path ignores them
 
 

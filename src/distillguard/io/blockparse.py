@@ -23,6 +23,7 @@ its line count (two objects on one line) is refused as a whole. Memory stays bou
 
 from __future__ import annotations
 
+import os
 import re
 import zlib
 from collections import deque
@@ -45,9 +46,9 @@ ARROW_BLOCK_BYTES = 16 * 1024 * 1024
 MIN_PIECE_LINES = 8
 #: blocks parsed ahead of the one being handed out (each holds about 3x its bytes while in flight)
 PREFETCH_BLOCKS = 1
-#: helper threads parsing blocks: one (Arrow's parser then uses all cores itself) or more (one Arrow thread
-#: each, so the vectorised derivation runs in parallel too)
-READ_THREADS = 1
+#: helper threads parsing blocks: None = one a core, at most 4 (each block then parsed by one Arrow thread, so
+#: the vectorised derivation runs in parallel too); 1 = one thread, Arrow's parser using all cores itself
+READ_THREADS: int | None = None
 #: at most this many times a block's bytes are handed to Arrow while halving refused pieces
 MAX_REPARSE = 4
 #: Arrow's own chunk size inside a block; must exceed the longest line shown to it (1,000,000 bytes)
@@ -529,7 +530,7 @@ def read_canonical_arrow(path, label: str, shape: str, em, batch_rows: int, unre
     Blocks are parsed in this process on :data:`READ_THREADS` helper threads, ahead of the one being handed
     out; with one thread, Arrow's parser itself uses all cores. (Worker processes measured slower: they must
     pickle their results.)"""
-    threads = max(1, int(READ_THREADS))
+    threads = max(1, int(READ_THREADS or min(4, os.cpu_count() or 1)))
     parser = _Parser(use_threads=threads == 1)
     # line numbers: counted on the helper thread when there is one (it takes the blocks in order), else here
     line_box = [1]
