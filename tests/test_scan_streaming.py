@@ -7,6 +7,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import orjson
+import pyarrow as pa
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -115,3 +116,57 @@ def test_arrow_table_input_keeps_its_texts(world):
     events, signals, reader = pipeline.stream_events(whole)
     assert reader == "table" and events is whole
     assert signals.equals(compute_signals(whole))
+
+
+def _batches(n: int, rows: int = 5, fail_at: int | None = None, log: list | None = None):
+    for i in range(n):
+        if i == fail_at:
+            raise ValueError(f"events.jsonl line {i * rows + 1}: field 'timestamp': not a time")
+        if log is not None:
+            log.append(i)
+        yield pa.RecordBatch.from_pydict({"account_id": [f"a{i}"] * rows, "messages": ["x"] * rows})
+
+
+def test_read_ahead_keeps_order_bounds_rows_and_slims():
+    import time as _time
+
+    log: list[int] = []
+    ahead = pipeline._ReadAhead(_batches(40, log=log), max_rows=10)
+    got = []
+    try:
+        while (b := ahead.next()) is not None:
+            _time.sleep(0.002)
+            # rows waiting for the consumer stay within max_rows (plus the batch being read)
+            assert len(log) - (len(got) + 1) <= 10 // 5 + 1
+            got.append(b)
+    finally:
+        ahead.close()
+    assert [b.column(0)[0].as_py() for b in got] == [f"a{i}" for i in range(40)]
+    assert all(b.column(1).null_count == b.num_rows for b in got)  # unused heavy columns dropped on the helper
+    assert ahead.busy_s > 0
+
+
+def test_read_ahead_raises_the_readers_error_and_stops_early():
+    ahead = pipeline._ReadAhead(_batches(10, fail_at=3), max_rows=100)
+    seen = 0
+    with pytest.raises(ValueError, match="line 16: field 'timestamp'"):
+        try:
+            while ahead.next() is not None:
+                seen += 1
+        finally:
+            ahead.close()
+    assert seen == 3 and not ahead.thread.is_alive()
+    # a consumer that stops early (its own error) does not leave the helper running
+    ahead = pipeline._ReadAhead(_batches(10_000), max_rows=5)
+    assert ahead.next() is not None
+    ahead.close()
+    assert not ahead.thread.is_alive()
+
+
+def test_strict_scan_error_names_file_line_and_field(world):
+    """The bad last line is read on the helper thread; its error reaches the caller unchanged."""
+    from distillguard.io.quarantine import InputError
+
+    n = sum(1 for _ in open(world, "rb"))
+    with pytest.raises(InputError, match=rf"events\.jsonl:{n}: field 'timestamp'"):
+        pipeline.stream_events([world], strict=True, chunk_rows=50)
