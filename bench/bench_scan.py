@@ -33,15 +33,25 @@ def watch():  # the process's RSS sampled every 50 ms, kept per stage (the scan'
         peaks[stage[0]] = max(peaks.get(stage[0], 0.0), r)
         time.sleep(0.05)
 threading.Thread(target=watch, daemon=True).start()
+cpu, last = {}, [0.0]
+def cpu_now():  # this process (all its threads) and its finished children (the signal workers)
+    s, c = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return s.ru_utime + s.ru_stime + c.ru_utime + c.ru_stime
 def say(msg):
+    now = cpu_now()
+    cpu[stage[0]] = round(now - last[0], 2)
+    last[0] = now
     stage[0] = msg
+last[0] = cpu_now()
 t = time.perf_counter()
 res = Scanner().scan([sys.argv[1]], out_dir=sys.argv[2], progress=say)
 wall = time.perf_counter() - t
+say("done")
 time.sleep(0.1)
 print(json.dumps({"wall_s": wall, "events": int(res.features.column("n_requests").to_numpy().sum()),
                   "accounts": res.accounts.num_rows, "flagged": int(sum(res.accounts.column("flagged").to_pylist())),
-                  "timings": res.timings, "stage_peak_rss_mb": {k: round(v) for k, v in peaks.items()},
+                  "timings": res.timings, "stage_cpu_s": {k: v for k, v in cpu.items() if k != "start"},
+                  "load": os.getloadavg(), "stage_peak_rss_mb": {k: round(v) for k, v in peaks.items()},
                   "events_table_mb": res.events.nbytes / 2**20, "signals_table_mb": res.signals.nbytes / 2**20,
                   "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 """
@@ -92,12 +102,18 @@ def main() -> None:
         duck_s = duckdb_read(path)
     n = fig["events"]
     eps = n / fig["wall_s"]
-    stages = ", ".join(f"{k[:-2]} {v:.1f}" for k, v in fig["timings"].items() if k != "total_s")
+    stages = ", ".join(f"{k[:-2]} {v:.1f}" for k, v in fig["timings"].items() if k not in ("total_s", "read_busy_s"))
     print(f"file: {size_mb:,.0f} MiB, {n:,} events, {fig['accounts']:,} accounts, {fig['flagged']:,} flagged")
     print(f"scan: {fig['wall_s']:.1f} s = {eps:,.0f} events/s   (target >= 50,000)")
     print(f"      stages (s): {stages}")
+    if "read_busy_s" in fig["timings"]:  # the reader runs on a helper thread, overlapping the signals
+        print(f"      reader busy {fig['timings']['read_busy_s']:.1f} s, of which the scan waited "
+              f"{fig['timings']['read_s']:.1f} s (the rest overlapped the signals)")
     print(f"      peak RSS {fig['peak_rss_mb']:,.0f} MB = {fig['peak_rss_mb'] * 1e6 / max(n, 1):,.0f} MB per 1M events"
           f"   (target <= 2,000)")
+    print("      CPU s by stage (process + signal workers): "
+          + ", ".join(f"{k} {v:.1f}" for k, v in fig["stage_cpu_s"].items()))
+    print(f"      load average at the end: {fig['load'][0]:.1f} (2 cores; wall figures need an idle machine)")
     print("      peak RSS by stage (MB): " + ", ".join(f"{k} {v:,}" for k, v in fig["stage_peak_rss_mb"].items()))
     print(f"      kept after streaming: events {fig['events_table_mb']:,.0f} MB, signals {fig['signals_table_mb']:,.0f} MB")
     print(f"      {fig['wall_s'] / duck_s:.1f}x DuckDB's bare read_json   (target <= 10x)")
