@@ -1,17 +1,19 @@
 """Speed of the per-request signals.
 
     .venv/bin/python bench/bench_signals.py [--events 1000000] [--unique 0.1] [--single 5000]
+    .venv/bin/python bench/bench_signals.py --path /tmp/scan200k.jsonl     # canonical events from a file
 
 Builds a simulator-like events table (accounts sending templated prompts: ordinary chat, maths and code
 questions, some wrapped in reasoning-extraction templates; ``--unique`` sets the share of distinct texts),
-then times ``compute_signals`` over it (events/s) and ``score_request`` on single prompts (p50/p99 in
-microseconds). Uses the corpora's questions when present, generated ones otherwise. Figures on a shared
+then times ``compute_signals`` over it (events/s, and CPU microseconds per distinct text, the unit the
+analysis works in) and ``score_request`` on single prompts (p50/p99 in microseconds). Uses the corpora's questions when present, generated ones otherwise. Figures on a shared
 machine are indicative only.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import random
 import resource
 import statistics
@@ -99,21 +101,30 @@ def main() -> None:
     ap.add_argument("--unique", type=float, default=0.1, help="share of distinct (system, user) texts")
     ap.add_argument("--single", type=int, default=5000, help="score_request calls to time")
     ap.add_argument("--no-benchmark", action="store_true", help="skip the public task-set match")
+    ap.add_argument("--path", help="read canonical events from this file (JSONL, Parquet...) instead of generating")
     args = ap.parse_args()
 
     t = time.perf_counter()
     index = BenchmarkIndex.empty() if args.no_benchmark else default_benchmark_index()
     print(f"benchmark index: {len(index)} items, loaded in {time.perf_counter() - t:.2f}s")
     t = time.perf_counter()
-    events = make_events(args.events, args.unique)
-    print(f"generated {events.num_rows} events in {time.perf_counter() - t:.1f}s")
+    if args.path:
+        from distillguard.io import read_events
+
+        events = pa.Table.from_batches(list(read_events([args.path], fmt="auto")))
+        print(f"read {events.num_rows} events from {args.path} in {time.perf_counter() - t:.1f}s")
+    else:
+        events = make_events(args.events, args.unique)
+        print(f"generated {events.num_rows} events in {time.perf_counter() - t:.1f}s")
+    n_distinct = len(set(zip(events.column("system_text").to_pylist(), events.column("user_text").to_pylist())))
     compute_signals(events.slice(0, 1000), benchmark_index=index)  # warm up
     t, cpu = time.perf_counter(), _cpu()
     out = compute_signals(events, benchmark_index=index)
     dt, dcpu = time.perf_counter() - t, _cpu() - cpu
-    print(f"compute_signals: {out.num_rows} events in {dt:.2f}s wall = {out.num_rows / dt:,.0f} events/s; "
-          f"{dcpu:.2f}s CPU incl. workers = {out.num_rows / dcpu:,.0f} events per CPU-second (unique-text share "
-          f"{args.unique}; workers: {signal_workers()})")
+    print(f"compute_signals: {out.num_rows} events in {dt:.2f}s wall (load average {os.getloadavg()[0]:.1f}) = "
+          f"{out.num_rows / dt:,.0f} events/s; "
+          f"{dcpu:.2f}s CPU incl. workers = {out.num_rows / dcpu:,.0f} events per CPU-second; {n_distinct:,} distinct "
+          f"texts, {dcpu / max(n_distinct, 1) * 1e6:.1f} us CPU per distinct text (workers: {signal_workers()})")
 
     rng = random.Random(1)
     prompts = [(s, u) for s, u in zip(events.column("system_text").to_pylist()[:2000],

@@ -123,29 +123,36 @@ def _groups(patterns: tuple[str, ...]) -> list[tuple[str | None, tuple[int, ...]
 
 
 def _batch_hits(every: list[Rule], texts: pa.Array) -> list[np.ndarray]:
-    """Hits of every rule over many texts: one RE2::Set pass per text when google-re2 is installed (the
+    """Hits of every rule over many texts: two RE2::Set passes per text when google-re2 is installed (the
     same engine and syntax as Arrow's kernels), else Arrow passes over groups of rules."""
     patterns = tuple(r.pattern for r in every)
-    rset = _rule_set(patterns)
-    if rset is not None:
-        found = _set_hits(rset, len(patterns), texts)
-        missed = np.flatnonzero(~found[:, -1])  # the sentinel always matches: its absence is a DFA failure
-        if len(missed):
-            sub = texts.take(pa.array(missed))
-            for j, r in enumerate(every):
-                found[missed, j] = r.hits(sub)
-        return [found[:, j] for j in range(len(every))]
+    # two sets (halves of the rules): a DFA over fewer patterns has far fewer states to build, and the
+    # states are built lazily as new texts arrive
+    half = (len(patterns) + 1) // 2
+    parts = [(0, half), (half, len(patterns))] if len(patterns) > 1 else [(0, len(patterns))]
+    sets = [_rule_set(patterns[a:b]) for a, b in parts]
+    if all(s is not None for s in sets):
+        out: list[np.ndarray] = []
+        for rset, (a, b) in zip(sets, parts):
+            found = _set_hits(rset, b - a, texts)
+            missed = np.flatnonzero(~found[:, -1])  # the sentinel always matches: its absence is a DFA failure
+            if len(missed):
+                sub = texts.take(pa.array(missed))
+                for j in range(a, b):
+                    found[missed, j - a] = every[j].hits(sub)
+            out += [found[:, j] for j in range(b - a)]
+        return out
     groups = _groups(patterns)
     if len(texts) >= _PARALLEL_MIN:
         # Arrow's regex kernels release the GIL: run the groups on both cores
         from concurrent.futures import ThreadPoolExecutor
 
         with ThreadPoolExecutor(max_workers=_THREADS) as pool:
-            parts = list(pool.map(lambda g: _group_hits(every, g, texts), groups))
+            results = list(pool.map(lambda g: _group_hits(every, g, texts), groups))
     else:
-        parts = [_group_hits(every, g, texts) for g in groups]
+        results = [_group_hits(every, g, texts) for g in groups]
     hits: list = [None] * len(every)
-    for (_, members), part in zip(groups, parts):
+    for (_, members), part in zip(groups, results):
         for j, h in zip(members, part):
             hits[j] = h
     return hits

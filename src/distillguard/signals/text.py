@@ -574,20 +574,20 @@ def _tokens(arr: pa.Array) -> tuple[pa.Array, np.ndarray]:
         cjk = cls == 2
         if cjk.any():
             cuts += [lead[cjk], lead[cjk] + size[cjk]]
-    # edge[i] = w[i] - w[i-1] (w is 0 outside): +1 where a word starts, -1 just after one ends
-    wi = w.view(np.int8)
-    edge = np.empty(len(w) + 1, np.int8)
-    edge[0], edge[-1] = wi[0], -wi[-1]
-    np.subtract(wi[1:], wi[:-1], out=edge[1:-1])
-    change = np.flatnonzero(edge)  # alternately the start and the end of each run of word bytes
-    starts, ends = change[0::2], change[1::2]
-    # cuts inside a run of word bytes end one token and start the next
+    # edge[i]: w[i] != w[i-1] (w is False outside), alternately where a run of word bytes starts and
+    # just after it ends
+    edge = np.empty(len(w) + 1, bool)
+    edge[0], edge[-1] = w[0], w[-1]
+    np.not_equal(w[1:], w[:-1], out=edge[1:-1])
+    change = np.flatnonzero(edge)
+    # a cut inside a run of word bytes ends one token and starts the next (never an edge already: both
+    # neighbours are word bytes), so it enters the sequence twice
     cut = np.unique(np.concatenate(cuts)) if len(cuts) > 1 else cuts[0]
     cut = cut[(cut > 0) & (cut < len(w))]
     cut = cut[w[cut] & w[cut - 1]]
-    if len(cut):  # (never a start or an end already: both neighbours are word bytes)
-        starts = np.insert(starts, np.searchsorted(starts, cut), cut)
-        ends = np.insert(ends, np.searchsorted(ends, cut), cut)
+    if len(cut):
+        change = np.insert(change, np.repeat(np.searchsorted(change, cut), 2), np.repeat(cut, 2))
+    starts, ends = change[0::2], change[1::2]
     counts = np.diff(np.searchsorted(starts, off, "left"))
     doc = np.repeat(np.arange(len(off) - 1, dtype=np.int64), counts)
     toff = np.empty(len(starts) + 1, np.int64)
