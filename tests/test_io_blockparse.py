@@ -263,3 +263,16 @@ def test_ingest_command_default_reader_stores_the_same(tmp_path):
         stored[f"{flag}rej"] = [json.loads(x) for x in (db.parent / "t.rejected.jsonl").read_bytes().splitlines()]
     assert stored[None] == stored["--no-fast"] and len(stored[None]) >= 15
     assert stored["Nonerej"] == stored["--no-fastrej"] and len(stored["Nonerej"]) >= 15
+
+
+def test_strict_mode_stops_at_the_same_record(tmp_path):
+    from distillguard.io import InputError
+
+    path = tmp_path / "edge.jsonl"
+    path.write_bytes(b"\n".join(EDGE_LINES))
+    errors = []
+    for fast in (False, "arrow"):
+        with pytest.raises(InputError) as exc:
+            list(read_events(path, fast=fast, strict=True, workers=0))
+        errors.append((str(exc.value), exc.value.line, exc.value.field))
+    assert errors[0] == errors[1] and errors[0][1] == 8
