@@ -17,7 +17,6 @@ resolution parameter, fixed seed), drop communities under ``min_campaign_size``,
 from __future__ import annotations
 
 import re
-from collections import Counter
 from dataclasses import dataclass
 
 import numpy as np
@@ -89,49 +88,56 @@ def _leiden(n: int, pa_: np.ndarray, pb_: np.ndarray, w: np.ndarray, cfg: LinkCo
     return np.asarray(part.membership, dtype=np.int64)
 
 
-def _summary(kind: str, rows: list[tuple[float, str]], accounts: int) -> dict:
-    pairs = len(rows)
-    weight = float(np.mean([r[0] for r in rows]))
-    values = Counter()
-    for _, d in rows:
-        m = _VALUE_RE.match(d or "")
-        if m:
-            values[m.group(1)] += 1
-    if values:
-        top = ", ".join(f"{v} ({c} pairs)" for v, c in values.most_common(3))
-        detail = f"shared {kind}: {top}" + (f" and {len(values) - 3} more values" if len(values) > 3 else "")
+def _summary(kind: str, weights: np.ndarray, values: pa.Array, details: pa.Array, accounts: int) -> dict:
+    """One kind's edges inside one campaign (in edge order): ``values`` = the shared value named in each
+    detail (null where the detail names none)."""
+    pairs = len(weights)
+    weight = float(np.mean(weights))
+    vc = pc.value_counts(values.drop_null()) if values.null_count < len(values) else None
+    if vc is not None and len(vc):
+        # most frequent first, ties in order of first appearance (as Counter.most_common)
+        counts = vc.field("counts").to_numpy(zero_copy_only=False)
+        names = vc.field("values")
+        top_i = np.argsort(-counts, kind="stable")[:3]
+        top = ", ".join(f"{names[int(i)].as_py()} ({int(counts[i])} pairs)" for i in top_i)
+        detail = f"shared {kind}: {top}" + (f" and {len(vc) - 3} more values" if len(vc) > 3 else "")
     else:
-        detail = f"strongest: {max(rows)[1]}"
+        detail = f"strongest: {max(zip(weights.tolist(), details.to_pylist()))[1]}"
     return {"kind": kind, "pairs": pairs, "accounts": accounts, "weight": round(weight, 4), "detail": detail}
 
 
 def _edge_summaries(campaign_rows: list[dict], edges: pa.Table, order: np.ndarray, kcode: np.ndarray,
                     ea: np.ndarray, eb: np.ndarray, ew: np.ndarray, memb: np.ndarray, rank_of_comm: np.ndarray) -> None:
     """Explainable edge summaries: every original edge inside a campaign, by kind, into ``row["edges"]``
-    (edges in (src, dst, kind) order; only those inside campaigns are turned into Python objects)."""
+    (edges in (src, dst, kind) order; texts stay in Arrow, only the few summary values become Python)."""
     rank = np.where(memb[ea] == memb[eb], rank_of_comm[memb[ea]], 0)
     sel = np.flatnonzero(rank > 0)
     if not len(sel):
         for row in campaign_rows:
             row["edges"] = []
         return
-    src_rows = order[sel]
-    kinds = edges["kind"].take(pa.array(src_rows)).to_pylist()
+    rows_in = pa.array(order[sel])
+    kinds = edges["kind"].take(rows_in).combine_chunks()
     if "detail" in edges.column_names:
-        details = edges["detail"].take(pa.array(src_rows)).to_pylist()
+        details = edges["detail"].take(rows_in).combine_chunks().cast(pa.string())
     else:
-        details = [""] * len(sel)
+        details = pa.array([""] * len(sel), pa.string())
+    # the value a shared-value detail names: "<kind> <value> (<n> customers)..." (_VALUE_RE)
+    values = pc.struct_field(pc.extract_regex(details, _VALUE_RE.pattern.replace("(", "(?P<v>", 1)
+                                              .replace(r"((\d+)", r"((?P<n>\d+)", 1)), "v")
     # group (campaign, kind), keeping edge order inside each group
-    grp = np.lexsort((kcode[order][sel], rank[sel]))
-    per: dict[int, list[dict]] = {}
-    gkey = rank[sel][grp] * (int(kcode.max()) + 1) + kcode[order][sel][grp]
+    ksel = kcode[order][sel]
+    grp = np.lexsort((ksel, rank[sel]))
+    gkey = rank[sel][grp] * (int(kcode.max()) + 1) + ksel[grp]
     starts = np.flatnonzero(np.concatenate(([True], gkey[1:] != gkey[:-1])))
     bounds = np.append(starts, len(grp))
+    per: dict[int, list[dict]] = {}
     for lo, hi in zip(bounds[:-1], bounds[1:]):
         part = np.sort(grp[lo:hi])  # positions in sel, in edge order
-        rows = [(float(ew[sel[j]]), details[j]) for j in part]
+        take = pa.array(part)
         accounts = len(np.unique(np.concatenate((ea[sel[part]], eb[sel[part]]))))
-        per.setdefault(int(rank[sel[part[0]]]), []).append(_summary(kinds[part[0]], rows, accounts))
+        per.setdefault(int(rank[sel[part[0]]]), []).append(
+            _summary(kinds[int(part[0])].as_py(), ew[sel[part]], values.take(take), details.take(take), accounts))
     for r, row in enumerate(campaign_rows, 1):
         row["edges"] = sorted(per.get(r, []), key=lambda s: (-s["pairs"] * s["weight"], s["kind"]))
 
