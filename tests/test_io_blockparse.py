@@ -184,7 +184,7 @@ def test_reader_switch_and_default(monkeypatch):
     assert read_events(FIXTURES / "canonical.jsonl", fast="arrow").reader == "arrow"
 
 
-def test_simulated_standard_identical(tmp_path):
+def test_simulated_demo_identical(tmp_path):
     from distillguard.sim import simulate
 
     res = simulate(tmp_path / "sim", "demo", seed=3, scale=0.25)
