@@ -104,6 +104,18 @@ EDGE_LINES = [
     b'  "account_id": "split over lines", "prompt": "x", "request_id": "r"}',
     json.dumps(_rec(39, reasoning_effort="high", org_id=None, user_agent="ua/1")).encode(),
     json.dumps(_rec(40, asn=None, account_created_at=None, messages=[{"role": "developer", "content": ""}])).encode(),
+    json.dumps(_rec(42)).encode()[:-1] + b', "zz": {}}',
+    json.dumps(_rec(43)).encode()[:-1] + b', "zz": [null]}',
+    json.dumps(_rec(44, messages=[{"role": "user", "content": "x", "meta": []}])).encode(),
+    json.dumps(_rec(45)).encode().replace(b'"role": "system"', b'"role": "system", "role": "user"'),
+    json.dumps(_rec(46, tools=[])).encode(),
+    json.dumps(_rec(47, tools={"a": 1})).encode(),
+    json.dumps(_rec(48, tools=[{"x": float("nan")}])).encode(),
+    json.dumps(_rec(49, tools=[{"x": None}], zz=None)).encode(),
+    json.dumps(_rec(50, timestamp="2199-12-31T23:59:59.999999-23:59", account_created_at="1900-02-29T00:00:00Z"))
+    .encode(),
+    json.dumps(_rec(51, request_id=5, asn=True)).encode(),
+    b"{ }",
     json.dumps(_rec(41)).encode()[:-5],  # unterminated last line
 ]
 
