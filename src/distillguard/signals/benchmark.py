@@ -38,6 +38,8 @@ INDEX_VERSION = 4
 MAX_ITEMS_PER_SHINGLE = 5
 MIN_ITEM_SHINGLES = 3
 _BITMAP_BITS = 28
+#: query shingles from which distinct ones are searched in sorted order
+_SORTED_LOOKUP_MIN = 4096
 
 
 def cache_dir() -> Path:
@@ -186,8 +188,11 @@ class BenchmarkIndex:
         sh, sdoc, spos = sh[maybe], sdoc[maybe], spos[maybe]
         # shingles repeat across prompts (one task in many wrappers): search each distinct one once, in
         # sorted order (binary searches over neighbouring keys stay in cache)
-        uniq, inv = np.unique(sh, return_inverse=True)
-        lo = np.searchsorted(self.hashes, uniq, "left")[inv]
+        if len(sh) > _SORTED_LOOKUP_MIN:
+            uniq, inv = np.unique(sh, return_inverse=True)
+            lo = np.searchsorted(self.hashes, uniq, "left")[inv]
+        else:  # one request: the sort would cost more than it saves
+            lo = np.searchsorted(self.hashes, sh, "left")
         # most shingles are absent: the right bound only for those found at lo
         hit = np.flatnonzero(self.hashes[np.minimum(lo, len(self.hashes) - 1)] == sh)
         if not len(hit):

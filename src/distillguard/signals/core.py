@@ -240,7 +240,9 @@ def _reasons(score, rule_hits, rules, model, buckets, bdoc, n) -> list[str]:
                 terms_of.setdefault(di, []).append(words[ti])
     # the rule part of a reason depends only on which rules fired: built once per distinct combination
     k = rule_hits.shape[1] if rule_hits.ndim == 2 else 0
-    if n and k:
+    if n <= T.SMALL:  # one request or a few: each row its own combination
+        hits_of, inv = rule_hits, np.arange(n)
+    elif k:
         packed = np.packbits(rule_hits, axis=1)
         if packed.shape[1] <= 8:  # up to 64 rules: one integer key per row
             code = np.zeros(n, np.uint64)
