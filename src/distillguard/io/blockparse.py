@@ -11,14 +11,16 @@ of each reject. What goes to Python:
 * pieces Arrow refuses (invalid JSON or UTF-8, a duplicate key, a value of an unexpected type such as content
   given as a list of parts): the piece is halved until the failing lines are found (at most
   :data:`MIN_PIECE_LINES` lines a piece go to Python);
-* rows that use anything the vectorised derivation does not cover: ``tools``, unknown fields (``extra``),
+* rows that use anything the vectorised derivation does not cover: unknown fields (``extra``),
   message items with keys other than ``role``/``content`` or a null content, ``prompt`` together with
   ``messages``, no ``request_id``, timestamps outside strict RFC 3339 text or epoch seconds in (0, 1e11),
   control characters other than tab/newline/CR/backspace/form feed in message text, an out-of-range integer.
 
-Arrow's parser is stricter than or as strict as orjson for everything that can reach an accepted row (NaN and
-Infinity only parse into fields that are routed to Python anyway), and a piece whose row count differs from
-its line count (two objects on one line) is refused as a whole. Memory stays bounded by the block size.
+Lines holding ``"tools"`` are parsed apart (Arrow infers their nested types) and their ``tools`` JSON comes
+from orjson's own parse of the line; a line orjson refuses goes to Python. Arrow's parser is as strict as
+orjson for everything else that can reach an accepted row (NaN and Infinity only parse into fields that are
+routed to Python anyway), and a piece whose row count differs from its line count (two objects on one line)
+is refused as a whole. Memory stays bounded by the block size and the blocks in flight.
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ from distillguard.schema import EVENT_COLUMNS, EVENT_SCHEMA, INPUT_FIELDS
 __all__ = ["read_canonical_arrow", "ARROW_BLOCK_BYTES", "MIN_PIECE_LINES"]
 
 #: bytes of the file parsed as one block (whole lines)
-ARROW_BLOCK_BYTES = 16 * 1024 * 1024
+ARROW_BLOCK_BYTES = 8 * 1024 * 1024
 #: a refused piece this small (in lines) goes to the Python parser instead of being halved again
 MIN_PIECE_LINES = 8
 #: blocks parsed ahead of the one being handed out (each holds about 3x its bytes while in flight)
