@@ -288,3 +288,17 @@ def test_strict_mode_stops_at_the_same_record(tmp_path):
             list(read_events(path, fast=fast, strict=True, workers=0))
         errors.append((str(exc.value), exc.value.line, exc.value.field))
     assert errors[0] == errors[1] and errors[0][1] == 8
+
+
+def test_unexpected_failure_reads_the_block_with_python(tmp_path, monkeypatch):
+    def boom(*a, **k):
+        raise ValueError("boom")
+
+    monkeypatch.setattr(blockparse, "derive", boom)
+    monkeypatch.setattr(blockparse, "parse_block", boom)
+    path = tmp_path / "edge.jsonl"
+    path.write_bytes(b"\n".join(EDGE_LINES))
+    assert assert_same(path).num_rows >= 15
+    complete = tmp_path / "complete.jsonl"
+    complete.write_bytes(b"\n".join(EDGE_LINES[:-1]) + b"\n")
+    assert_same(complete)

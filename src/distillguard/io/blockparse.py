@@ -74,6 +74,7 @@ _INT64_MIN = -(2**63)
 # a key holding an escape sequence: a backslash, then the rest of the key, its closing quote and a colon
 _ESCAPED_KEY = r'\\[^"\\]*"\s*:|\\"[^"\\]*"\s*:'
 _ESCAPED_KEY_RE = re.compile(_ESCAPED_KEY.encode())
+_NULLABLE = pa.schema([f.with_nullable(True) for f in EVENT_SCHEMA])
 _DAYS_IN_MONTH = np.array([0, 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31], dtype=np.int64)
 
 
@@ -402,8 +403,8 @@ def _join_lists(parent: np.ndarray, values: pa.Array, n: int, sep: str) -> tuple
 
 def derive(table: pa.Table, data, offs: np.ndarray, lns: np.ndarray, label: str,
            with_tools: bool = False) -> tuple[pa.Table, np.ndarray]:
-    """The EVENT_SCHEMA rows of a parsed piece and the mask of rows they are exact for (the others go to
-    Python). Row i was parsed from ``data[offs[i]:offs[i+1]]``, line ``lns[i]`` of the file."""
+    """The EVENT_SCHEMA columns (nullable) of every row of a parsed piece and the mask of rows they are exact
+    for (the others go to Python; their values here mean nothing). Row i was parsed from ``data[offs[i]:offs[i+1]]``, line ``lns[i]`` of the file."""
     n = table.num_rows
     ok = np.ones(n, dtype=bool)
 
@@ -518,7 +519,7 @@ def derive(table: pa.Table, data, offs: np.ndarray, lns: np.ndarray, label: str,
         elif arr.type != field.type:
             arr = arr.cast(field.type)
         arrays.append(arr)
-    out = pa.Table.from_arrays(arrays, names=list(EVENT_COLUMNS)).filter(pa.array(ok))
+    out = pa.Table.from_arrays(arrays, schema=_NULLABLE)  # every row; the caller keeps the ok ones
     return out, ok
 
 
@@ -543,7 +544,11 @@ def read_canonical_arrow(path, label: str, shape: str, em, batch_rows: int, unre
         return first
 
     def run(data, first: int | None) -> tuple:
-        return parse_block(label, count(data) if first is None else first, data, shape, parser)
+        first = count(data) if first is None else first
+        try:
+            return parse_block(label, first, data, shape, parser)
+        except (pa.ArrowException, ValueError, TypeError, IndexError):  # never lose a block: Python reads it
+            return _python_block(label, first, data, shape)
 
     # the caller's own work on a batch overlaps the parsing of the next blocks (Arrow and numpy release the GIL)
     pool = ThreadPoolExecutor(threads, thread_name_prefix="dg-arrow-read")
@@ -669,10 +674,10 @@ def parse_block(label: str, first_ln: int, data: bytes, shape: str, parser: _Par
                 slow[lines_here] = True
                 continue
             slow[lines_here[~ok]] = True
-            if rows.num_rows:
-                fast_parts.append(rows)
+            if ok.any():
+                fast_parts.append((rows, ok))
                 fast_lns.append(first_ln + lines_here[ok])
-    records = sum(t.num_rows for t in fast_parts)
+    records = sum(int(ok.sum()) for _, ok in fast_parts)
     rows_py: list[tuple] = []
     line_of_row: list[int] = []
     rejects: list[tuple] = []
@@ -694,18 +699,43 @@ def parse_block(label: str, first_ln: int, data: bytes, shape: str, parser: _Par
         line_of_row = [x for x in line_of_row if x not in gone]
         rejects.extend(refused)
         rejects.sort(key=lambda r: (r[0] is None, r[0] or 0))
-    tables = [t.cast(EVENT_SCHEMA) for t in fast_parts]
+    # one copy: the kept rows of every piece and the Python rows, taken at once in line order
+    tables = [t for t, _ in fast_parts]
+    picks = []
+    base = 0
+    for t, ok in fast_parts:
+        picks.append(np.flatnonzero(ok) + base)
+        base += t.num_rows
     keys = list(fast_lns)
     if slow_b is not None:
-        tables.append(pa.Table.from_batches([slow_b]))
+        tables.append(pa.Table.from_batches([slow_b]).cast(_NULLABLE))
+        picks.append(np.arange(base, base + slow_b.num_rows))
         keys.append(np.asarray(line_of_row, dtype=np.int64))
     out = None
     if tables:
-        out = pa.concat_tables(tables) if len(tables) > 1 else tables[0]
-        if len(tables) > 1:
-            out = out.take(pa.array(np.argsort(np.concatenate(keys), kind="stable")))
-        out = out.combine_chunks()
+        pick = np.concatenate(picks)
+        if len(keys) > 1:
+            pick = pick[np.argsort(np.concatenate(keys), kind="stable")]
+        whole = pa.concat_tables(tables) if len(tables) > 1 else tables[0]
+        if len(pick) == whole.num_rows and len(tables) == 1:
+            out = whole.combine_chunks()
+        else:
+            out = whole.take(pa.array(pick)).combine_chunks()
+        out = out.cast(EVENT_SCHEMA)
     return out, rejects, records, skipped
+
+
+def _python_block(label: str, first_ln: int, data, shape: str) -> tuple:
+    """The whole block through the Python parser (the safety net when the Arrow path fails unexpectedly)."""
+    from distillguard.io.readers import _safe_batch, parse_lines
+
+    lines = [line + b"\n" for line in bytes(data).split(b"\n")]
+    lines[-1] = lines[-1][:-1]  # what follows the last newline has none
+    if not lines[-1]:
+        lines.pop()
+    rows, rejects, records, skipped = parse_lines(label, first_ln, lines, shape, not data.endswith(b"\n"))
+    batch = _safe_batch(rows, rejects)
+    return (pa.Table.from_batches([batch]) if batch is not None else None), rejects, records, skipped
 
 
 def _pieces(parser: _Parser, cbuf: bytes, coffs: np.ndarray, lo: int, hi: int, out: list) -> None:
