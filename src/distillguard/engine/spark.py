@@ -18,7 +18,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, NamedTuple
 
 import numpy as np
 import orjson
@@ -57,21 +57,38 @@ def _register_mode() -> None:
     PySparkCompiler._dg_mode = True
 
 
+def local_conf(master: str) -> dict:
+    """Settings for a session on ``local[N]`` cores: adaptive execution off (on one machine it re-plans
+    every stage of the scan's many-join queries and runs their small jobs concurrently, which cost up to
+    8x on the linking queries) and ``2 N`` shuffle partitions instead of 200. Empty for other masters."""
+    import re
+
+    m = re.match(r"^local(?:\[(\d+|\*)(?:,\d+)?\])?$", master or "")
+    if not m:
+        return {}
+    n = m.group(1)
+    cores = 1 if n is None else (os.cpu_count() or 2) if n == "*" else int(n)
+    return {"spark.sql.adaptive.enabled": "false", "spark.sql.shuffle.partitions": str(max(2, 2 * cores))}
+
+
 def spark_session(master: str | None = None, conf: dict | None = None, app_name: str = "distillguard"):
     """The active SparkSession (as configured by ``spark-submit``), or a new one on ``master``
-    (default ``local[*]``). The session time zone is set to UTC: every timestamp of the scan is UTC."""
+    (default ``local[*]``; with :func:`local_conf` unless ``conf`` says otherwise). The session time zone is
+    set to UTC: every timestamp of the scan is UTC."""
     from pyspark.sql import SparkSession
 
     builder = SparkSession.builder.appName(app_name)
     active = SparkSession.getActiveSession()
     under_submit = "PYSPARK_GATEWAY_PORT" in os.environ  # spark-submit (or pyspark shell) chose the master
+    tuned: dict = {}
     if active is None and (master or not under_submit):
         master = master or "local[*]"
         builder = builder.master(master)
         if master.startswith("local"):
             # local workers must run this interpreter (the one with distillguard installed)
             os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-    for k, v in {**_DEFAULT_CONF, **(conf or {})}.items():
+            tuned = local_conf(master)
+    for k, v in {**_DEFAULT_CONF, **tuned, **(conf or {})}.items():
         builder = builder.config(k, v)
     spark = builder.getOrCreate()
     spark.conf.set("spark.sql.session.timeZone", "UTC")
@@ -107,6 +124,10 @@ def _spark_schema(schema: pa.Schema):
 # ---------------------------------------------------------------------------------------------- reading
 # all nullable: a reject row has no event columns
 _PARSED_SCHEMA = pa.schema([f.with_nullable(True) for f in EVENT_SCHEMA] + [pa.field(_REJECT, pa.string())])
+#: what the scan persists: the event columns a stage reads, the signal columns, the reject column
+_SLIM_FIELDS = [f.with_nullable(True) for f in EVENT_SCHEMA if f.name not in _UNUSED]
+_SIGNAL_ONLY = [f.with_nullable(True) for f in SIGNAL_SCHEMA if f.name not in EVENT_SCHEMA.names]
+_SCAN_SCHEMA = pa.schema(_SLIM_FIELDS + _SIGNAL_ONLY + [pa.field(_REJECT, pa.string())])
 
 
 def _reject_batch(rejects: list[dict]) -> pa.RecordBatch:
@@ -200,6 +221,14 @@ def read_events(spark, paths: list[str], *, fmt: str = "auto"):
     with their file and line; Parquet in the canonical event schema is taken as is."""
     from pyspark.sql import functions as F
 
+    out = _read_parsed(spark, paths, fmt=fmt)
+    return out.filter(F.col(_REJECT).isNull()).drop(_REJECT), out.filter(F.col(_REJECT).isNotNull()).select(_REJECT)
+
+
+def _read_parsed(spark, paths: list[str], *, fmt: str = "auto"):
+    """One DataFrame of parsed events and rejects (``_reject``: the reject as JSON, null on good rows)."""
+    from pyspark.sql import functions as F
+
     paths = [str(p) for p in paths]
     pq_paths = [p for p in paths if _is_parquet(p, fmt)]
     js_paths = [p for p in paths if not _is_parquet(p, fmt)]
@@ -233,7 +262,7 @@ def read_events(spark, paths: list[str], *, fmt: str = "auto"):
     out = frames[0]
     for f in frames[1:]:
         out = out.unionByName(f)
-    return out.filter(F.col(_REJECT).isNull()).drop(_REJECT), out.filter(F.col(_REJECT).isNotNull()).select(_REJECT)
+    return out
 
 
 # ---------------------------------------------------------------------------------------------- signals
@@ -245,6 +274,31 @@ def _signal_batches(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatc
             continue
         out = compute_signals(pa.Table.from_batches([batch])).cast(SIGNAL_SCHEMA)
         yield from out.to_batches()
+
+
+def _with_signals_batches(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+    """mapInArrow function: parsed rows (events and rejects) -> the same rows with the signal columns
+    appended (null on reject rows), so one persisted DataFrame holds events, signals and rejects."""
+    import pyarrow.compute as pc
+
+    from distillguard.signals import compute_signals
+
+    for batch in batches:
+        if batch.num_rows == 0:
+            continue
+        table = pa.Table.from_batches([batch])
+        good_mask = pc.is_null(table.column(_REJECT))
+        good = table.filter(good_mask)
+        rejects = table.filter(pc.invert(good_mask))
+        if good.num_rows:
+            sig = compute_signals(good.select([c for c in SIGNAL_INPUTS if c in good.column_names])).cast(SIGNAL_SCHEMA)
+            cols = [good.column(f.name) for f in _SLIM_FIELDS] + [sig.column(f.name) for f in _SIGNAL_ONLY]
+            cols.append(good.column(_REJECT))
+            yield from pa.Table.from_arrays(cols, schema=_SCAN_SCHEMA).to_batches()
+        if rejects.num_rows:
+            cols = [rejects.column(f.name) for f in _SLIM_FIELDS]
+            cols += [pa.nulls(rejects.num_rows, f.type) for f in _SIGNAL_ONLY] + [rejects.column(_REJECT)]
+            yield from pa.Table.from_arrays(cols, schema=_SCAN_SCHEMA).to_batches()
 
 
 def compute_signals_spark(events_df):
@@ -267,6 +321,37 @@ def to_local(table: pa.Table) -> pa.Table:
     return pa.Table.from_arrays(cols, schema=pa.schema(fields))
 
 
+class _ScanTables(NamedTuple):
+    events_t: Any  # Ibis views
+    signals_t: Any
+    joined_t: Any
+    events: Any  # Spark DataFrames
+    signals: Any
+    rejects: Any
+    cached: Any  # the one persisted DataFrame the others select from
+    reader: str
+
+
+def _arrow_backend():
+    """Ibis's PySpark backend collecting results with ``DataFrame.toArrow`` (Ibis 12 goes through pandas)."""
+    import ibis
+
+    _ = ibis.pyspark  # loading the backend through ibis registers its compile options
+    from ibis.backends.pyspark import Backend
+    from ibis.formats.pyarrow import PyArrowData
+
+    class ArrowBackend(Backend):
+        def to_pyarrow(self, expr, /, *, params=None, limit=None, **kwargs):
+            table_expr = expr.as_table()
+            self._run_pre_execute_hooks(table_expr)
+            sql = self.compile(table_expr, params=params, limit=limit, **kwargs)
+            out = self._session.sql(sql).toArrow()
+            out = to_local(out)
+            return expr.__pyarrow_result__(PyArrowData.convert_table(out, table_expr.schema()))
+
+    return ArrowBackend()
+
+
 class SparkScanner(Scanner):
     """:class:`distillguard.detect.Scanner` whose relational stages run on Spark.
 
@@ -282,9 +367,7 @@ class SparkScanner(Scanner):
         self.collect_events = collect_events
         self.last_dataframes: dict = {}
         _register_mode()
-        import ibis
-
-        self.con = ibis.pyspark.connect(self.spark)
+        self.con = _arrow_backend().connect(self.spark)
         self._n = 0
 
     # -- helpers
@@ -298,36 +381,45 @@ class SparkScanner(Scanner):
         from pyspark.sql import DataFrame
 
         if isinstance(source, DataFrame):
-            return source, None, "spark.dataframe"
+            from pyspark.sql import functions as F
+
+            return source.withColumn(_REJECT, F.lit(None).cast("string")), "spark.dataframe"
         paths = [source] if isinstance(source, (str, Path)) else list(source)
-        ev, rej = read_events(self.spark, [str(p) for p in paths], fmt=fmt or "auto")
-        return ev, rej, "spark"
+        return _read_parsed(self.spark, [str(p) for p in paths], fmt=fmt or "auto"), "spark"
 
-    def tables(self, source: Any, *, fmt: str | None = None):
-        """``(events view, signals view, events DataFrame, signals DataFrame, rejects DataFrame, reader)``
-        with events and signals persisted."""
+    def tables(self, source: Any, *, fmt: str | None = None) -> "_ScanTables":
+        """The scan's inputs on Spark: events parsed and their signals computed in one pass over the input
+        (two chained Arrow UDFs), persisted once (``MEMORY_AND_DISK``) with the reject rows; events,
+        signals, their join and the rejects are filters and projections of that one cached DataFrame."""
         from pyspark import StorageLevel
+        from pyspark.sql import functions as F
 
-        ev, rej, reader = self._load(source, fmt)
-        ev = ev.drop(*[c for c in _UNUSED if c in ev.columns]).persist(StorageLevel.MEMORY_AND_DISK)
-        sg = compute_signals_spark(ev).persist(StorageLevel.MEMORY_AND_DISK)
-        return self._view(ev, "events"), self._view(sg, "signals"), ev, sg, rej, reader
+        parsed, reader = self._load(source, fmt)
+        parsed = parsed.select(*[f.name for f in _PARSED_SCHEMA if f.name not in _UNUSED])
+        both = parsed.mapInArrow(_with_signals_batches, _spark_schema(_SCAN_SCHEMA))
+        both = both.persist(StorageLevel.MEMORY_AND_DISK)
+        good = both.filter(F.col(_REJECT).isNull())
+        ev = good.select(*[f.name for f in _SLIM_FIELDS])
+        sg = good.select(*SIGNAL_SCHEMA.names)
+        joined = good.drop(_REJECT)
+        rej = both.filter(F.col(_REJECT).isNotNull()).select(_REJECT)
+        return _ScanTables(self._view(ev, "events"), self._view(sg, "signals"), self._view(joined, "joined"),
+                           ev, sg, rej, both, reader)
 
     def collect(self, expr) -> pa.Table:
         return to_local(expr.to_pyarrow())
 
     def fit(self, baseline: Any | None = None, *, features: pa.Table | None = None, label: str = "baseline") -> Calibration:
         if features is None:
-            ev_t, sg_t, ev, sg, _rej, _ = self.tables(baseline)
-            features = self._features(ev_t, sg_t)
-            ev.unpersist()
-            sg.unpersist()
+            tb = self.tables(baseline)
+            features = self._features(tb.joined_t)
+            tb.cached.unpersist()
         return super().fit(features=features, label=label)
 
-    def _features(self, ev_t, sg_t) -> pa.Table:
+    def _features(self, joined_t) -> pa.Table:
         from distillguard.features import account_features
 
-        return self.collect(account_features(ev_t, sg_t, config=self.config.features)).sort_by("account_id")
+        return self.collect(account_features(joined_t, None, config=self.config.features)).sort_by("account_id")
 
     # -- the scan
     def scan(self, source: Any, *, out_dir: str | Path | None = None, strict: bool = False, fmt: str | None = None,
@@ -343,17 +435,18 @@ class SparkScanner(Scanner):
         timings: dict[str, float] = {}
         t0 = time.perf_counter()
         say("reading events and computing request signals on Spark")
-        ev_t, sg_t, ev, sg, rej, reader = self.tables(source, fmt=fmt)
-        n_events = ev.count()
-        timings["read_s"] = time.perf_counter() - t0
+        tb = self.tables(source, fmt=fmt)
+        ev_t, sg_t, ev, sg = tb.events_t, tb.signals_t, tb.events, tb.signals
+        tb.cached.count()  # one pass over the input: parse, signals, cache
+        timings["read_signals_s"] = time.perf_counter() - t0
         t = time.perf_counter()
-        sg.count()
-        timings["signals_s"] = time.perf_counter() - t
-        rejected = self._rejects(rej, out_dir, strict, InputError)
+        n_events = ev.count()
+        rejected = self._rejects(tb.rejects, out_dir, strict, InputError)
+        timings["rejects_s"] = time.perf_counter() - t
 
         t = time.perf_counter()
         say("computing account features on Spark")
-        features = self._features(ev_t, sg_t)
+        features = self._features(tb.joined_t)
         timings["features_s"] = time.perf_counter() - t
 
         # the same scoring and linking code as the DuckDB scan, on the Spark-backed Ibis tables
@@ -369,13 +462,13 @@ class SparkScanner(Scanner):
         timings["events"] = n_events
         result.timings = timings
         result.rejected = rejected
-        result.stages = {"read": reader, "engine": "spark"}
+        result.stages = {"read": tb.reader, "engine": "spark"}
         result.signals = None
         result.events = None
         if self.collect_events and n_events <= self.collect_events:
             result.events = to_local(ev.toArrow()) if hasattr(ev, "toArrow") else None
             result.signals = to_local(sg.toArrow()) if hasattr(sg, "toArrow") else None
-        self.last_dataframes = {"events": ev, "signals": sg}
+        self.last_dataframes = {"events": ev, "signals": sg, "cached": tb.cached}
         if out_dir is not None:
             result.write(out_dir, write_signals=False)
             if cfg.write_signals:

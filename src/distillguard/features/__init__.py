@@ -80,20 +80,34 @@ def model_releases(events: ir.Table, releases: Mapping[str, object] | None = Non
     return joined.select("model", release_ts=ibis.coalesce(joined.override_ts, joined.release_ts))
 
 
-def account_features(events: ir.Table, signals: ir.Table, *, config: FeatureConfig | None = None) -> ir.Table:
-    """One row per account with the behaviour columns of :data:`FEATURE_COLUMNS`."""
+def _epoch(ts: ir.TimestampValue) -> ir.FloatingValue:
+    """Epoch seconds to the millisecond, the same on every engine (Spark's ``unix_timestamp`` drops the
+    fraction that DuckDB's ``epoch`` keeps; event times are read to the millisecond)."""
+    return _f(ts.epoch_seconds().floor()) + _f(ts.millisecond()) / 1000.0
+
+
+_EVENT_COLS = ("event_id", "account_id", "org_id", "timestamp", "model", "ip", "api_key_id", "n_user_turns",
+               "n_tools", "max_tokens", "reasoning_effort", "input_tokens", "output_tokens", "reasoning_tokens",
+               "status_code", "account_created_at")
+_SIGNAL_COLS = ("extraction_score", "capability", "benchmark", "benchmark_item", "template_id")
+
+
+def account_features(events: ir.Table, signals: ir.Table | None, *, config: FeatureConfig | None = None) -> ir.Table:
+    """One row per account with the behaviour columns of :data:`FEATURE_COLUMNS`.
+
+    ``signals`` is joined to ``events`` on ``event_id``; pass ``None`` when ``events`` already carries the
+    signal columns, one row per event (the Spark engine computes both in one pass and saves the join).
+    """
     cfg = config or FeatureConfig()
-    ev = events.select(
-        "event_id", "account_id", "org_id", "timestamp", "model", "ip", "api_key_id", "n_user_turns",
-        "n_tools", "max_tokens", "reasoning_effort", "input_tokens", "output_tokens", "reasoning_tokens",
-        "status_code", "account_created_at",
-    )
-    sg = signals.select(
-        "event_id", "extraction_score", "capability", "benchmark", "benchmark_item", "template_id",
-    )
-    t = ev.left_join(sg, "event_id")
+    if signals is None:
+        missing = [c for c in _EVENT_COLS + _SIGNAL_COLS if c not in events.columns]
+        if missing:
+            raise ValueError(f"account_features: events table without signals lacks column(s) {missing}")
+        t = events.select(*_EVENT_COLS, *_SIGNAL_COLS)
+    else:
+        t = events.select(*_EVENT_COLS).left_join(signals.select("event_id", *_SIGNAL_COLS), "event_id")
     t = t.mutate(
-        epoch=_f(t.timestamp.epoch_seconds()),
+        epoch=_epoch(t.timestamp),
         day=t.timestamp.truncate("D"),
         hour_ts=t.timestamp.truncate("h"),
         hod=t.timestamp.hour(),
@@ -150,7 +164,7 @@ def account_features(events: ir.Table, signals: ir.Table, *, config: FeatureConf
     gaps = t.select("account_id", "epoch").mutate(prev=ibis._.epoch.lag().over(w))
     gaps = gaps.filter(gaps.prev.notnull()).mutate(gap=ibis._.epoch - ibis._.prev)
     gap_stats = gaps.group_by("account_id").aggregate(
-        gap_mean=gaps.gap.mean(), gap_std=gaps.gap.std(how="pop"), gap_median_s=gaps.gap.approx_median(),
+        gap_mean=gaps.gap.mean(), gap_std=gaps.gap.std(how="pop"), gap_median_s=gaps.gap.median(),
     )
     gap_stats = gap_stats.select(
         "account_id", "gap_median_s",
@@ -178,8 +192,8 @@ def account_features(events: ir.Table, signals: ir.Table, *, config: FeatureConf
     start = events.timestamp.min().as_scalar()
     grace_s = cfg.pivot_grace_hours * 3600.0
     releases = releases.mutate(
-        release_epoch=_f(releases.release_ts.epoch_seconds()),
-        is_new=_f(releases.release_ts.epoch_seconds()) > _f(start.epoch_seconds()) + grace_s,
+        release_epoch=_epoch(releases.release_ts),
+        is_new=_epoch(releases.release_ts) > _epoch(start) + grace_s,
     )
     tm = t.filter(t.model.notnull())
     am = tm.group_by(["account_id", "model"]).aggregate(first_use=tm.epoch.min(), c=_f(tm.count()))
@@ -195,7 +209,7 @@ def account_features(events: ir.Table, signals: ir.Table, *, config: FeatureConf
         out = out.left_join(extra, "account_id").drop("account_id_right")
     n = _f(out.n_requests)
     span_h = (out.epoch_max - out.epoch_min) / 3600.0
-    created_epoch = _f(out.created_min.epoch_seconds())
+    created_epoch = _epoch(out.created_min)
     out = out.mutate(
         span_hours=span_h,
         requests_per_day=n / ibis.greatest(span_h / 24.0, 1.0),
