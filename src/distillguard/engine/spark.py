@@ -58,9 +58,11 @@ def _register_mode() -> None:
 
 
 def local_conf(master: str) -> dict:
-    """Settings for a session on ``local[N]`` cores: adaptive execution off (on one machine it re-plans
-    every stage of the scan's many-join queries and runs their small jobs concurrently, which cost up to
-    8x on the linking queries) and ``2 N`` shuffle partitions instead of 200. Empty for other masters."""
+    """Settings for a session on ``local[N]`` cores (docs/scale.md, "Local-mode settings"): adaptive
+    execution off (on one machine it re-plans every stage of the scan's many-join queries and runs their
+    small jobs concurrently: up to 8x slower linking queries), ``2 N`` shuffle partitions instead of 200,
+    and no code generation (compiling each stage of the ~20 queries cost more CPU than it saved up to
+    200k events). Empty for other masters."""
     import re
 
     m = re.match(r"^local(?:\[(\d+|\*)(?:,\d+)?\])?$", master or "")
@@ -68,7 +70,8 @@ def local_conf(master: str) -> dict:
         return {}
     n = m.group(1)
     cores = 1 if n is None else (os.cpu_count() or 2) if n == "*" else int(n)
-    return {"spark.sql.adaptive.enabled": "false", "spark.sql.shuffle.partitions": str(max(2, 2 * cores))}
+    return {"spark.sql.adaptive.enabled": "false", "spark.sql.shuffle.partitions": str(max(2, 2 * cores)),
+            "spark.sql.codegen.wholeStage": "false", "spark.sql.codegen.factoryMode": "NO_CODEGEN"}
 
 
 def spark_session(master: str | None = None, conf: dict | None = None, app_name: str = "distillguard"):
