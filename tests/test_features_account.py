@@ -107,3 +107,25 @@ def test_compiles_for_pyspark_without_a_session():
     s = ibis.table(ibis.Schema.from_pyarrow(sg.schema), name="signals")
     sql = ibis.to_sql(account_features(e, s), dialect="pyspark")
     assert "GROUP BY" in sql and "`account_id`" in sql and "LAG(" in sql.upper()
+
+
+def test_prejoined_events_give_the_same_features():
+    """The Spark engine hands over events with their signal columns already attached (signals=None)."""
+    ev, sg = tables(mini_world(n_benign=3, n_attack=2))
+    joined = ev.join(sg.drop_columns([c for c in sg.column_names if c in ev.column_names and c != "event_id"]),
+                     "event_id")
+    a = account_features(ibis.memtable(ev), ibis.memtable(sg)).to_pyarrow().sort_by("account_id")
+    b = account_features(ibis.memtable(joined), None).to_pyarrow().sort_by("account_id")
+    assert a.num_rows == 5
+    assert a.to_pylist() == b.to_pylist()
+    with pytest.raises(ValueError, match="capability"):
+        account_features(ibis.memtable(ev), None)
+
+
+def test_epochs_keep_milliseconds():
+    """Gaps of 250 ms: whole-second epochs (Spark's unix_timestamp) would give gaps of 0 or 1 s."""
+    pairs = [record("ms-1", T0 + timedelta(milliseconds=250 * i), f"q{i}", i=i) for i in range(9)]
+    row = _rows(pairs)["ms-1"]
+    assert row["gap_median_s"] == pytest.approx(0.25, abs=1e-9)
+    assert row["gap_cv"] == pytest.approx(0.0, abs=1e-9)
+    assert row["span_hours"] == pytest.approx(2.0 / 3600, abs=1e-12)
