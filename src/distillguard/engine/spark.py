@@ -30,7 +30,7 @@ from distillguard.detect.scoring import Calibration, DetectConfig
 from distillguard.schema import EVENT_SCHEMA
 from distillguard.signals import SIGNAL_INPUTS, SIGNAL_SCHEMA
 
-__all__ = ["SparkScanner", "spark_session", "read_events", "compute_signals_spark", "to_local", "restore_uri", "is_uri"]
+__all__ = ["SparkScanner", "spark_session", "local_conf", "read_events", "compute_signals_spark", "to_local", "restore_uri", "is_uri"]
 
 #: event columns no scan stage reads (same list as the local reader's slim mode)
 _UNUSED = ("messages", "tools", "response", "reasoning_content", "extra")
