@@ -85,9 +85,9 @@ class ScanResult:
 _UNUSED_COLUMNS = ("messages", "tools", "response", "reasoning_content", "extra")
 #: rows of events whose signals are computed together while files are streamed (bounds the full texts held)
 SIGNAL_CHUNK_ROWS = 200_000
-#: characters of ``user_text`` kept once signals are computed (campaign samples use 200, the report's
-#: campaign prompts group on the first 600); ``system_text`` is dropped then
-KEEP_TEXT_CHARS = 600
+#: characters of ``user_text`` kept once signals are computed: what the campaign samples show
+#: (``ScoringConfig.sample_chars``, 200; raise both together); ``system_text`` is dropped then
+KEEP_TEXT_CHARS = 200
 
 
 def _slim(batch: pa.RecordBatch) -> pa.RecordBatch:
