@@ -210,8 +210,11 @@ def main() -> None:
                 continue
             line = [x for x in out.stdout.splitlines() if x.startswith("RESULT ")]
             if not line:
-                rows.append({"engine": engine, "cores": cores, "events": n_real, "error": out.stderr[-2000:]})
-                print(f"{engine} cores={cores}: failed\n{out.stderr[-2000:]}", flush=True)
+                log = args.workdir / f"failed_{path.stem}_{engine}_{cores}.stderr.txt"
+                log.write_text(out.stderr)  # the whole log: a JVM error's cause is far above its last lines
+                rows.append({"engine": engine, "cores": cores, "events": n_real, "error": out.stderr[-2000:],
+                             "stderr_file": str(log)})
+                print(f"{engine} cores={cores}: failed (whole stderr in {log})\n{out.stderr[-2000:]}", flush=True)
                 continue
             row = json.loads(line[0][7:])
             rows.append(row)
