@@ -179,7 +179,8 @@ def account_features(events: ir.Table, signals: ir.Table | None, *, config: Feat
     cap_stats = cap.group_by("account_id").aggregate(
         capability_entropy=(-(cap.p * cap.p.ln())).sum(),
         top_capability_share=(cap.cmax / cap.tot).max(),
-        top_capability=cap.capability.argmax(cap.c),
+        # ties go to the alphabetically first capability, so every run and every engine agrees
+        top_capability=cap.capability.min(where=cap.c == cap.cmax),
     )
 
     # --- template concentration
