@@ -133,6 +133,14 @@ def test_periodic_commits_keep_earlier_work_on_failure(tmp_path):
         assert st.ingest(read_events(CANON)).inserted == 5 - kept  # re-running completes it
 
 
+def test_small_batches_are_gathered_into_larger_inserts(tmp_path):
+    with Store(tmp_path / "g.duckdb") as st:
+        s = st.ingest(read_events(CANON, batch_rows=1), insert_rows=3)
+        assert (s.batches, s.rows_in, s.inserted) == (2, 5, 5)  # 3 + 2 rows
+        again = st.ingest(read_events(CANON, batch_rows=1), insert_rows=1)
+        assert (again.batches, again.inserted, again.duplicates) == (5, 0, 5)
+
+
 def test_append_audit_and_read_back():
     with Store() as st:
         n = st.append_audit([

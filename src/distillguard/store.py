@@ -18,7 +18,7 @@ import os
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
 import duckdb
 import orjson
@@ -67,6 +67,23 @@ class IngestSummary:
     def as_dict(self) -> dict:
         return {"batches": self.batches, "rows_in": self.rows_in, "inserted": self.inserted,
                 "duplicates": self.duplicates, "signals": self.signals, "retention": self.retention}
+
+
+def _coalesce(batches: Iterable[pa.RecordBatch | pa.Table], rows: int) -> Iterator[pa.Table]:
+    """``batches`` gathered into tables of at least ``rows`` rows (the last may be smaller)."""
+    pending: list = []
+    n = 0
+    for batch in batches:
+        table = batch if isinstance(batch, pa.Table) else pa.Table.from_batches([batch])
+        if table.schema != EVENT_SCHEMA:
+            table = table.select(list(EVENT_COLUMNS)).cast(EVENT_SCHEMA)
+        pending.append(table)
+        n += table.num_rows
+        if n >= rows:
+            yield pa.concat_tables(pending) if len(pending) > 1 else pending[0]
+            pending, n = [], 0
+    if pending:
+        yield pa.concat_tables(pending) if len(pending) > 1 else pending[0]
 
 
 class Store:
@@ -148,7 +165,7 @@ class Store:
     def ingest(self, batches: Iterable[pa.RecordBatch | pa.Table],
                signal_fn: Callable[[pa.Table], pa.Table] | None = None,
                progress: Callable[[int], Any] | None = None, *, atomic: bool = False,
-               commit_rows: int = 250_000) -> IngestSummary:
+               commit_rows: int = 250_000, insert_rows: int = 100_000) -> IngestSummary:
         """Store new events from ``batches`` (EVENT_SCHEMA); rows whose ``event_id`` is already stored, or
         repeats an earlier row of the same input, are skipped.
 
@@ -160,7 +177,8 @@ class Store:
 
         ``signal_fn`` gets each batch of NEW events with full text and returns a table keyed by
         ``event_id``; its rows go to ``signals`` (created from the first result's schema).
-        ``progress(n)`` is called with the number of rows offered after each batch.
+        ``progress(n)`` is called with the number of rows offered after each batch. Small batches are
+        gathered into inserts of about ``insert_rows`` rows (DuckDB pays a fixed cost per statement).
         """
         summary = IngestSummary(retention=self.retention)
         select_cols = ", ".join(self._retained(c) for c in EVENT_COLUMNS)
@@ -169,14 +187,12 @@ class Store:
         con.execute("BEGIN TRANSACTION")
         since_commit = 0
         try:
-            for batch in batches:
+            for batch in _coalesce(batches, insert_rows if atomic else min(insert_rows, commit_rows)):
                 if not atomic and since_commit >= commit_rows:
                     con.execute("COMMIT")
                     con.execute("BEGIN TRANSACTION")
                     since_commit = 0
-                table = batch if isinstance(batch, pa.Table) else pa.Table.from_batches([batch])
-                if table.schema != EVENT_SCHEMA:
-                    table = table.select(list(EVENT_COLUMNS)).cast(EVENT_SCHEMA)
+                table = batch
                 summary.batches += 1
                 summary.rows_in += table.num_rows
                 since_commit += table.num_rows
