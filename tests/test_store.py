@@ -141,6 +141,30 @@ def test_small_batches_are_gathered_into_larger_inserts(tmp_path):
         assert (again.batches, again.inserted, again.duplicates) == (5, 0, 5)
 
 
+def test_ingest_caps_duckdb_memory_only_while_it_runs(tmp_path):
+    seen = []
+
+    def batches():
+        for b in read_events(CANON):
+            seen.append(st.con.execute("SELECT current_setting('memory_limit')").fetchall()[0][0])
+            yield b
+
+    with Store(tmp_path / "m.duckdb") as st:
+        st.con.execute("SET memory_limit = '3GB'")
+        before = st.con.execute("SELECT current_setting('memory_limit')").fetchall()[0][0]
+        assert st.ingest(batches(), read_ahead=0, memory_limit="64MB").inserted == 5
+        assert seen and all(v.startswith("61.0 MiB") or v.startswith("64") for v in seen), seen
+        assert st.con.execute("SELECT current_setting('memory_limit')").fetchall()[0][0] == before
+        with pytest.raises(InputError):  # restored after a failure too
+            st.ingest(_failing(), memory_limit="64MB")
+        assert st.con.execute("SELECT current_setting('memory_limit')").fetchall()[0][0] == before
+
+
+def _failing():
+    yield from read_events(CANON)
+    raise InputError("boom")
+
+
 def test_append_audit_and_read_back():
     with Store() as st:
         n = st.append_audit([

@@ -25,11 +25,14 @@ import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from distillguard._prefetch import prefetch
 from distillguard.schema import EVENT_COLUMNS, EVENT_SCHEMA
 
 __all__ = ["Store", "IngestSummary", "RETENTIONS", "TEXT_COLUMNS", "AUDIT_SCHEMA"]
 
 RETENTIONS = ("full", "truncated", "hashed")
+#: DuckDB's memory cap while :meth:`Store.ingest` runs (it streams; 1M events peak at about 0.8 GB RSS with it)
+INGEST_MEMORY_LIMIT = "256MB"
 #: the columns retention applies to
 TEXT_COLUMNS = ("messages", "system_text", "user_text", "response", "reasoning_content")
 
@@ -67,6 +70,18 @@ class IngestSummary:
     def as_dict(self) -> dict:
         return {"batches": self.batches, "rows_in": self.rows_in, "inserted": self.inserted,
                 "duplicates": self.duplicates, "signals": self.signals, "retention": self.retention}
+
+
+def _unrounded(setting: str) -> str:
+    """A value to SET that reads back as ``setting``: DuckDB shows limits rounded down to one decimal
+    ("2.7 GiB"), so setting that text again would lower the limit a little each time; half a step up does
+    not."""
+    import re
+
+    m = re.fullmatch(r"\s*([0-9.]+)\s*([A-Za-z]+)\s*", setting)
+    if not m:
+        return setting
+    return f"{float(m.group(1)) + 0.05:.2f} {m.group(2)}"
 
 
 def _coalesce(batches: Iterable[pa.RecordBatch | pa.Table], rows: int) -> Iterator[pa.Table]:
@@ -165,7 +180,8 @@ class Store:
     def ingest(self, batches: Iterable[pa.RecordBatch | pa.Table],
                signal_fn: Callable[[pa.Table], pa.Table] | None = None,
                progress: Callable[[int], Any] | None = None, *, atomic: bool = False,
-               commit_rows: int = 250_000, insert_rows: int = 100_000) -> IngestSummary:
+               commit_rows: int = 250_000, insert_rows: int = 100_000,
+               read_ahead: int = 4, memory_limit: str | None = INGEST_MEMORY_LIMIT) -> IngestSummary:
         """Store new events from ``batches`` (EVENT_SCHEMA); rows whose ``event_id`` is already stored, or
         repeats an earlier row of the same input, are skipped.
 
@@ -178,8 +194,24 @@ class Store:
         ``signal_fn`` gets each batch of NEW events with full text and returns a table keyed by
         ``event_id``; its rows go to ``signals`` (created from the first result's schema).
         ``progress(n)`` is called with the number of rows offered after each batch. Small batches are
-        gathered into inserts of about ``insert_rows`` rows (DuckDB pays a fixed cost per statement).
+        gathered into inserts of about ``insert_rows`` rows (DuckDB pays a fixed cost per statement), and up
+        to ``read_ahead`` batches are read in a background thread while DuckDB inserts (0: no thread).
+        ``memory_limit`` caps DuckDB's memory for the duration of the call (ingest streams, so DuckDB needs
+        little; beyond the cap it writes to disk); ``None`` leaves the connection's setting alone, as does an in-memory store.
         """
+        con = self.con
+        previous_limit = None
+        if memory_limit is not None and self.path != ":memory:":  # an in-memory store must keep its rows
+            previous_limit = con.execute("SELECT current_setting('memory_limit')").fetchall()[0][0]
+            con.execute("SET memory_limit = ?", [str(memory_limit)])
+        try:
+            return self._ingest(batches, signal_fn, progress, atomic, commit_rows, insert_rows, read_ahead)
+        finally:
+            if previous_limit is not None:
+                con.execute("SET memory_limit = ?", [_unrounded(previous_limit)])
+
+    def _ingest(self, batches, signal_fn, progress, atomic: bool, commit_rows: int, insert_rows: int,
+                read_ahead: int) -> IngestSummary:
         summary = IngestSummary(retention=self.retention)
         select_cols = ", ".join(self._retained(c) for c in EVENT_COLUMNS)
         quoted = ", ".join(f'"{c}"' for c in EVENT_COLUMNS)
@@ -187,7 +219,8 @@ class Store:
         con.execute("BEGIN TRANSACTION")
         since_commit = 0
         try:
-            for batch in _coalesce(batches, insert_rows if atomic else min(insert_rows, commit_rows)):
+            rows = insert_rows if atomic else min(insert_rows, commit_rows)
+            for batch in _coalesce(prefetch(batches, read_ahead), rows):
                 if not atomic and since_commit >= commit_rows:
                     con.execute("COMMIT")
                     con.execute("BEGIN TRANSACTION")
