@@ -170,3 +170,35 @@ def test_strict_scan_error_names_file_line_and_field(world):
     n = sum(1 for _ in open(world, "rb"))
     with pytest.raises(InputError, match=rf"events\.jsonl:{n}: field 'timestamp'"):
         pipeline.stream_events([world], strict=True, chunk_rows=50)
+
+
+def test_features_come_from_one_prejoined_table_when_signals_are_aligned(world):
+    events, signals, _ = pipeline.stream_events(world)
+    ev_t, sg_t = object(), object()
+    joined, none = pipeline._feature_inputs(events, signals, ev_t, sg_t)
+    assert none is None and joined is not ev_t
+    cols = joined.columns
+    assert set(events.column_names) <= set(cols) and "capability" in cols and "extraction_score" in cols
+    shuffled = signals.take(pa.array(list(range(signals.num_rows))[::-1]))  # not aligned: the two tables as is
+    assert pipeline._feature_inputs(events, shuffled, ev_t, sg_t) == (ev_t, sg_t)
+
+
+def test_scan_caps_duckdb_memory_and_restores_it(world, monkeypatch):
+    import ibis
+
+    con = ibis.get_backend().con
+    con.execute("SET memory_limit = '3GB'")
+    before = con.execute("SELECT current_setting('memory_limit')").fetchall()[0][0]
+    seen = []
+    real = pipeline.account_features
+
+    def spy(*a, **k):
+        seen.append(con.execute("SELECT current_setting('memory_limit')").fetchall()[0][0])
+        return real(*a, **k)
+
+    monkeypatch.setattr(pipeline, "account_features", spy)
+    res = scan(world)
+    assert seen == ["488.2 MiB"]  # 512 MB, the floor for a small scan
+    assert con.execute("SELECT current_setting('memory_limit')").fetchall()[0][0] == before
+    ids = res.accounts.column("account_id").to_pylist()
+    assert ids == sorted(ids)  # accounts come out in a stable order

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import csv
 import io
 import time
@@ -82,7 +84,7 @@ class ScanResult:
 
 
 #: event columns no stage of a scan reads (signals use system_text/user_text); dropped while reading files
-_UNUSED_COLUMNS = ("messages", "tools", "response", "reasoning_content", "extra")
+_UNUSED_COLUMNS = ("messages", "tools", "response", "reasoning_content", "extra", "source")
 #: rows of events whose signals are computed together while files are streamed (bounds the full texts held)
 SIGNAL_CHUNK_ROWS = 200_000
 #: characters of ``user_text`` kept once signals are computed: what the campaign samples show
@@ -279,6 +281,44 @@ def stream_events(paths_or_store: Any, *, quarantine: str | Path | None = None, 
     return events, signals, "distillguard.io"
 
 
+def _feature_inputs(events: pa.Table, signals: pa.Table, ev_t, sg_t) -> tuple:
+    """What :func:`account_features` gets: when the signals are row-aligned with the events (as the stream
+    builds them), one table of both (columns shared, nothing copied) and ``None``, which spares DuckDB a
+    1M-row join (about half the stage's memory); otherwise the two tables as they are."""
+    if (signals is None or events.num_rows != signals.num_rows
+            or not events.column("event_id").equals(signals.column("event_id"))):
+        return ev_t, sg_t
+    joined = events
+    for i, f in enumerate(signals.schema):
+        if f.name not in events.column_names:
+            joined = joined.append_column(f, signals.column(i))
+    return ibis.memtable(joined), None
+
+
+@contextlib.contextmanager
+def _duckdb_memory_cap(mb_per_m_events: float | None, n_events: int):
+    """Caps the memory of Ibis's default DuckDB backend (where the in-process stages run) at
+    ``mb_per_m_events`` MB per million events, at least :data:`MIN_DUCKDB_MEMORY_MB`, while the block runs;
+    beyond it DuckDB spills to its temporary directory instead of growing. ``None`` or 0: no cap."""
+    if not mb_per_m_events:
+        yield
+        return
+    from distillguard.store import _unrounded
+
+    con = ibis.get_backend().con
+    previous = con.execute("SELECT current_setting('memory_limit')").fetchall()[0][0]
+    limit = max(MIN_DUCKDB_MEMORY_MB, int(mb_per_m_events * n_events / 1e6))
+    con.execute(f"SET memory_limit = '{int(limit)}MB'")
+    try:
+        yield
+    finally:
+        con.execute("SET memory_limit = ?", [_unrounded(previous)])
+
+
+#: the smallest DuckDB memory cap a scan sets (see ``DetectConfig.duckdb_memory_per_m_events``)
+MIN_DUCKDB_MEMORY_MB = 512
+
+
 class _ReadAhead:
     """Runs a batch iterator on a helper thread, with up to ``max_rows`` rows (and at least one batch) waiting
     for the consumer, so the next chunk is read and parsed while the current chunk's signals are computed. Batches are slimmed (:func:`_slim`) on the helper thread. The iterator's exceptions (a strict
@@ -415,7 +455,9 @@ class Scanner:
         return compute_signals(events)
 
     def features(self, events: pa.Table, signals: pa.Table) -> pa.Table:
-        return account_features(ibis.memtable(events), ibis.memtable(signals), config=self.config.features).to_pyarrow()
+        ev_t, sg_t = ibis.memtable(events), ibis.memtable(signals)
+        return account_features(*_feature_inputs(events, signals, ev_t, sg_t),
+                                config=self.config.features).to_pyarrow().sort_by("account_id")
 
     def fit(self, baseline: Any | None = None, *, features: pa.Table | None = None, label: str = "baseline") -> Calibration:
         """Fit on known-benign traffic (paths, a table, or its feature table)."""
@@ -484,21 +526,23 @@ class Scanner:
         if quarantine is not None and not quarantine.exists():
             quarantine.write_bytes(b"")
 
-        t = time.perf_counter()
-        say("computing account features")
-        ev_t, sg_t = ibis.memtable(events), ibis.memtable(signals)
-        features = account_features(ev_t, sg_t, config=cfg.features).to_pyarrow()
-        timings["features_s"] = time.perf_counter() - t
+        with _duckdb_memory_cap(cfg.duckdb_memory_per_m_events, events.num_rows):
+            t = time.perf_counter()
+            say("computing account features")
+            ev_t, sg_t = ibis.memtable(events), ibis.memtable(signals)
+            features = account_features(*_feature_inputs(events, signals, ev_t, sg_t),
+                                        config=cfg.features).to_pyarrow().sort_by("account_id")
+            timings["features_s"] = time.perf_counter() - t
 
-        calibration, raw, own, evidence, allow_mask, edges, linked = self._score_and_link(
-            features, events, signals, ev_t, sg_t, timings, say)
+            calibration, raw, own, evidence, allow_mask, edges, linked = self._score_and_link(
+                features, events, signals, ev_t, sg_t, timings, say)
 
-        t = time.perf_counter()
-        say("building findings")
-        builder = _Findings(self, events, signals, features, edges, linked, raw, own, evidence, allow_mask,
-                            calibration)
-        result = builder.build()
-        timings["findings_s"] = time.perf_counter() - t
+            t = time.perf_counter()
+            say("building findings")
+            builder = _Findings(self, events, signals, features, edges, linked, raw, own, evidence, allow_mask,
+                                calibration)
+            result = builder.build()
+            timings["findings_s"] = time.perf_counter() - t
         timings["total_s"] = time.perf_counter() - t0
         result.timings = timings
         result.events = events
@@ -713,7 +757,7 @@ def _campaign_stats(events: pa.Table, signals: pa.Table, member_rows: list[tuple
             d[key][r[col]] = d[key].get(r[col], 0) + r["c"]
         for d in out.values():
             tot = max(d["requests"], 1)
-            d[key] = {k: round(v / tot, 4) for k, v in sorted(d[key].items(), key=lambda kv: -kv[1])[:6]}
+            d[key] = {k: round(v / tot, 4) for k, v in sorted(d[key].items(), key=lambda kv: (-kv[1], kv[0]))[:6]}
     # indicators: values shared by two or more member accounts
     for col, key in (("ip", "ips"), ("asn", "asns"), ("user_agent", "user_agents"),
                      ("payment_fingerprint", "payment_fingerprints"), ("template_id", "template_ids"),
