@@ -139,6 +139,8 @@ def test_small_batches_are_gathered_into_larger_inserts(tmp_path):
         assert (s.batches, s.rows_in, s.inserted) == (2, 5, 5)  # 3 + 2 rows
         again = st.ingest(read_events(CANON, batch_rows=1), insert_rows=1)
         assert (again.batches, again.inserted, again.duplicates) == (5, 0, 5)
+        by_size = st.ingest(read_events(CANON, batch_rows=1), insert_bytes=1)  # every batch is over 1 byte
+        assert (by_size.batches, by_size.duplicates) == (5, 5)
 
 
 def test_ingest_caps_duckdb_memory_only_while_it_runs(tmp_path):

@@ -84,19 +84,21 @@ def _unrounded(setting: str) -> str:
     return f"{float(m.group(1)) + 0.05:.2f} {m.group(2)}"
 
 
-def _coalesce(batches: Iterable[pa.RecordBatch | pa.Table], rows: int) -> Iterator[pa.Table]:
-    """``batches`` gathered into tables of at least ``rows`` rows (the last may be smaller)."""
+def _coalesce(batches: Iterable[pa.RecordBatch | pa.Table], rows: int, nbytes: int) -> Iterator[pa.Table]:
+    """``batches`` gathered into tables of at least ``rows`` rows or ``nbytes`` bytes (the last may be
+    smaller)."""
     pending: list = []
-    n = 0
+    n = size = 0
     for batch in batches:
         table = batch if isinstance(batch, pa.Table) else pa.Table.from_batches([batch])
         if table.schema != EVENT_SCHEMA:
             table = table.select(list(EVENT_COLUMNS)).cast(EVENT_SCHEMA)
         pending.append(table)
         n += table.num_rows
-        if n >= rows:
+        size += table.nbytes
+        if n >= rows or size >= nbytes:
             yield pa.concat_tables(pending) if len(pending) > 1 else pending[0]
-            pending, n = [], 0
+            pending, n, size = [], 0, 0
     if pending:
         yield pa.concat_tables(pending) if len(pending) > 1 else pending[0]
 
@@ -180,12 +182,14 @@ class Store:
     def ingest(self, batches: Iterable[pa.RecordBatch | pa.Table],
                signal_fn: Callable[[pa.Table], pa.Table] | None = None,
                progress: Callable[[int], Any] | None = None, *, atomic: bool = False,
-               commit_rows: int = 250_000, insert_rows: int = 100_000,
+               commit_rows: int = 250_000, insert_rows: int = 100_000, insert_bytes: int = 48 << 20,
+               commit_bytes: int = 160 << 20,
                read_ahead: int = 4, memory_limit: str | None = INGEST_MEMORY_LIMIT) -> IngestSummary:
         """Store new events from ``batches`` (EVENT_SCHEMA); rows whose ``event_id`` is already stored, or
         repeats an earlier row of the same input, are skipped.
 
-        Work is committed every ``commit_rows`` rows offered, which keeps memory flat; if the batches raise,
+        Work is committed every ``commit_rows`` rows or ``commit_bytes`` bytes (Arrow size) offered, which
+        keeps memory flat; if the batches raise,
         the rows since the last commit are rolled back and the error propagates (re-running is safe: ingest
         is idempotent). ``atomic=True`` makes the whole call one transaction, so a failure (e.g. a
         strict-mode :class:`~distillguard.io.InputError`) stores nothing; DuckDB then holds the uncommitted
@@ -194,7 +198,7 @@ class Store:
         ``signal_fn`` gets each batch of NEW events with full text and returns a table keyed by
         ``event_id``; its rows go to ``signals`` (created from the first result's schema).
         ``progress(n)`` is called with the number of rows offered after each batch. Small batches are
-        gathered into inserts of about ``insert_rows`` rows (DuckDB pays a fixed cost per statement), and up
+        gathered into inserts of about ``insert_rows`` rows or ``insert_bytes`` bytes (DuckDB pays a fixed cost per statement), and up
         to ``read_ahead`` batches are read in a background thread while DuckDB inserts (0: no thread).
         ``memory_limit`` caps DuckDB's memory for the duration of the call (ingest streams, so DuckDB needs
         little; beyond the cap it writes to disk); ``None`` leaves the connection's setting alone, as does an in-memory store.
@@ -205,30 +209,33 @@ class Store:
             previous_limit = con.execute("SELECT current_setting('memory_limit')").fetchall()[0][0]
             con.execute("SET memory_limit = ?", [str(memory_limit)])
         try:
-            return self._ingest(batches, signal_fn, progress, atomic, commit_rows, insert_rows, read_ahead)
+            return self._ingest(batches, signal_fn, progress, atomic, commit_rows, insert_rows, read_ahead,
+                                insert_bytes, commit_bytes)
         finally:
             if previous_limit is not None:
                 con.execute("SET memory_limit = ?", [_unrounded(previous_limit)])
 
     def _ingest(self, batches, signal_fn, progress, atomic: bool, commit_rows: int, insert_rows: int,
-                read_ahead: int) -> IngestSummary:
+                read_ahead: int, insert_bytes: int, commit_bytes: int) -> IngestSummary:
         summary = IngestSummary(retention=self.retention)
         select_cols = ", ".join(self._retained(c) for c in EVENT_COLUMNS)
         quoted = ", ".join(f'"{c}"' for c in EVENT_COLUMNS)
         con = self.con
         con.execute("BEGIN TRANSACTION")
-        since_commit = 0
+        since_commit = since_commit_bytes = 0
         try:
             rows = insert_rows if atomic else min(insert_rows, commit_rows)
-            for batch in _coalesce(prefetch(batches, read_ahead), rows):
-                if not atomic and since_commit >= commit_rows:
+            nbytes = insert_bytes if atomic else min(insert_bytes, commit_bytes)
+            for batch in _coalesce(prefetch(batches, read_ahead), rows, nbytes):
+                if not atomic and (since_commit >= commit_rows or since_commit_bytes >= commit_bytes):
                     con.execute("COMMIT")
                     con.execute("BEGIN TRANSACTION")
-                    since_commit = 0
+                    since_commit = since_commit_bytes = 0
                 table = batch
                 summary.batches += 1
                 summary.rows_in += table.num_rows
                 since_commit += table.num_rows
+                since_commit_bytes += table.nbytes
                 # repeats inside the batch are rare: pay for the window only when there are some
                 ids = table.column("event_id")
                 unique = pc.count_distinct(ids).as_py() == table.num_rows
