@@ -202,3 +202,11 @@ def test_scan_caps_duckdb_memory_and_restores_it(world, monkeypatch):
     assert con.execute("SELECT current_setting('memory_limit')").fetchall()[0][0] == before
     ids = res.accounts.column("account_id").to_pylist()
     assert ids == sorted(ids)  # accounts come out in a stable order
+
+
+def test_duckdb_gets_what_the_budget_leaves(monkeypatch):
+    monkeypatch.setattr(pipeline, "_rss_mb", lambda: 1500.0)
+    assert pipeline.duckdb_memory_limit_mb(10_000) == 10_000 - 1500 - pipeline.DUCKDB_RESERVE_MB
+    assert pipeline.duckdb_memory_limit_mb(2_000) == pipeline.MIN_DUCKDB_MEMORY_MB  # never below the floor
+    monkeypatch.undo()
+    assert pipeline._rss_mb() > 10  # this process, read from /proc

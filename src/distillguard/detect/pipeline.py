@@ -6,6 +6,7 @@ import contextlib
 
 import csv
 import io
+import os
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -296,27 +297,43 @@ def _feature_inputs(events: pa.Table, signals: pa.Table, ev_t, sg_t) -> tuple:
 
 
 @contextlib.contextmanager
-def _duckdb_memory_cap(mb_per_m_events: float | None, n_events: int):
-    """Caps the memory of Ibis's default DuckDB backend (where the in-process stages run) at
-    ``mb_per_m_events`` MB per million events, at least :data:`MIN_DUCKDB_MEMORY_MB`, while the block runs;
-    beyond it DuckDB spills to its temporary directory instead of growing. ``None`` or 0: no cap."""
-    if not mb_per_m_events:
+def _duckdb_memory_cap(budget_mb_per_m_events: float | None, n_events: int):
+    """Caps the memory of Ibis's default DuckDB backend (where the in-process stages run) while the block
+    runs: the scan's budget (``budget_mb_per_m_events`` per million events) less what this process already
+    holds and :data:`DUCKDB_RESERVE_MB` for the Python side, at least :data:`MIN_DUCKDB_MEMORY_MB`. Beyond
+    the cap DuckDB spills to its temporary directory instead of growing. ``None`` or 0: no cap."""
+    if not budget_mb_per_m_events:
         yield
         return
     from distillguard.store import _unrounded
 
     con = ibis.get_backend().con
     previous = con.execute("SELECT current_setting('memory_limit')").fetchall()[0][0]
-    limit = max(MIN_DUCKDB_MEMORY_MB, int(mb_per_m_events * n_events / 1e6))
-    con.execute(f"SET memory_limit = '{int(limit)}MB'")
+    budget = budget_mb_per_m_events * n_events / 1e6
+    con.execute(f"SET memory_limit = '{duckdb_memory_limit_mb(budget)}MB'")
     try:
         yield
     finally:
         con.execute("SET memory_limit = ?", [_unrounded(previous)])
 
 
-#: the smallest DuckDB memory cap a scan sets (see ``DetectConfig.duckdb_memory_per_m_events``)
+def duckdb_memory_limit_mb(budget_mb: float) -> int:
+    """DuckDB's share of a ``budget_mb`` memory budget for this process now (see :func:`_duckdb_memory_cap`)."""
+    return int(max(MIN_DUCKDB_MEMORY_MB, budget_mb - _rss_mb() - DUCKDB_RESERVE_MB))
+
+
+def _rss_mb() -> float:
+    """This process's resident memory in MB (0 where /proc is not there)."""
+    try:
+        with open("/proc/self/statm") as fh:
+            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except (OSError, ValueError, IndexError, AttributeError):
+        return 0.0
+
+
+#: the smallest DuckDB memory cap a scan sets, and what it leaves the Python side of the later stages
 MIN_DUCKDB_MEMORY_MB = 512
+DUCKDB_RESERVE_MB = 200
 
 
 class _ReadAhead:
@@ -526,7 +543,7 @@ class Scanner:
         if quarantine is not None and not quarantine.exists():
             quarantine.write_bytes(b"")
 
-        with _duckdb_memory_cap(cfg.duckdb_memory_per_m_events, events.num_rows):
+        with _duckdb_memory_cap(cfg.memory_budget_mb_per_m_events, events.num_rows):
             t = time.perf_counter()
             say("computing account features")
             ev_t, sg_t = ibis.memtable(events), ibis.memtable(signals)

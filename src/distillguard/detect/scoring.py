@@ -46,9 +46,10 @@ class DetectConfig:
     sample_prompts: int = 3
     sample_chars: int = 200
     write_signals: bool = False
-    #: DuckDB memory cap while a scan computes features, links and findings, in MB per million events
-    #: (at least 512 MB; DuckDB spills to disk beyond it); None: DuckDB's own limit (80% of RAM)
-    duckdb_memory_per_m_events: float | None = 600.0
+    #: memory budget of a scan, in MB per million events: while it computes features, links and findings,
+    #: DuckDB may use what the process has not used yet (at least 512 MB; it spills to disk beyond that);
+    #: None: DuckDB's own limit (80% of RAM)
+    memory_budget_mb_per_m_events: float | None = 2000.0
 
     def __post_init__(self) -> None:
         if not (0.0 < self.target_fpr < 1.0):
