@@ -253,7 +253,7 @@ def stream_events(paths_or_store: Any, *, quarantine: str | Path | None = None, 
         Path(quarantine).write_bytes(b"")  # the quarantine appends; start this scan's file empty
     with Quarantine(quarantine) as q:
         stream = read_events([str(p) for p in paths], fmt=fmt or "auto", mapping=mapping, quarantine=q,
-                             strict=strict)
+                             strict=strict, skip=_UNUSED_COLUMNS)  # nulled by _slim anyway
         ahead = _ReadAhead(stream, max_rows=limit if with_signals else 0)
         try:
             while True:
@@ -446,7 +446,7 @@ def load_events(paths_or_store: Any, *, quarantine: str | Path | None = None, st
         Path(quarantine).write_bytes(b"")  # the quarantine appends; start this scan's file empty
     with Quarantine(quarantine) as q:
         stream = read_events([str(p) for p in paths], fmt=fmt or "auto", mapping=mapping, quarantine=q,
-                             strict=strict)
+                             strict=strict, skip=_UNUSED_COLUMNS if slim else ())
         batches = [_slim(b) for b in stream] if slim else list(stream)
     table = pa.Table.from_batches(batches, schema=EVENT_SCHEMA) if batches else EVENT_SCHEMA.empty_table()
     return table, None, "distillguard.io"

@@ -402,9 +402,11 @@ def _join_lists(parent: np.ndarray, values: pa.Array, n: int, sep: str) -> tuple
 
 
 def derive(table: pa.Table, data, offs: np.ndarray, lns: np.ndarray, label: str,
-           with_tools: bool = False) -> tuple[pa.Table, np.ndarray]:
+           with_tools: bool = False, skip: frozenset = frozenset()) -> tuple[pa.Table, np.ndarray]:
     """The EVENT_SCHEMA columns (nullable) of every row of a parsed piece and the mask of rows they are exact
-    for (the others go to Python; their values here mean nothing). Row i was parsed from ``data[offs[i]:offs[i+1]]``, line ``lns[i]`` of the file."""
+    for (the others go to Python; their values here mean nothing). Row i was parsed from
+    ``data[offs[i]:offs[i+1]]``, line ``lns[i]`` of the file. Columns in ``skip`` (``messages``, ``source``)
+    are left null."""
     n = table.num_rows
     ok = np.ones(n, dtype=bool)
 
@@ -462,17 +464,21 @@ def derive(table: pa.Table, data, offs: np.ndarray, lns: np.ndarray, label: str,
         bad_item |= _any_valid(lambda k: pc.struct_field(flat, k), extra_keys, len(flat))
     role = pc.fill_null(role, "")
     content = pc.fill_null(content, "")
-    content_json, bad_content = _json_str(content)
-    role_json, bad_role = _json_str(role)
-    bad_item |= bad_content | bad_role
+    if "messages" not in skip:  # the JSON text is built here; some control characters need Python for it
+        content_json, bad_content = _json_str(content)
+        role_json, bad_role = _json_str(role)
+        bad_item |= bad_content | bad_role
     if bad_item.any():
         ok[np.unique(parent[bad_item])] = False
 
     # from here on only rows still ok matter (bad items were filled in to keep the kernels total)
-    item_json = pc.binary_join_element_wise('{"content":', content_json, ',"role":', role_json, "}", "")
-    msg_json, _ = _join_lists(parent, item_json, n, ",")
-    msg_json = pc.binary_join_element_wise("[", msg_json, "]", "")
-    msg_json = pc.if_else(pa.array(has_msgs), msg_json, pa.nulls(n, _S))
+    if "messages" in skip:
+        msg_json = pa.nulls(n, _S)
+    else:
+        item_json = pc.binary_join_element_wise('{"content":', content_json, ',"role":', role_json, "}", "")
+        msg_json, _ = _join_lists(parent, item_json, n, ",")
+        msg_json = pc.binary_join_element_wise("[", msg_json, "]", "")
+        msg_json = pc.if_else(pa.array(has_msgs), msg_json, pa.nulls(n, _S))
 
     is_user = _bools(pc.equal(role, "user"))
     is_sys = _bools(pc.or_(pc.equal(role, "system"), pc.equal(role, "developer")))
@@ -489,7 +495,8 @@ def derive(table: pa.Table, data, offs: np.ndarray, lns: np.ndarray, label: str,
     if with_tools and has_tools.any() and pa.types.is_list(tools.type):
         tools_json, n_tools = _tools_json(data, offs, ok & has_tools, ok)
     ts_type = pa.timestamp("us", tz="UTC")
-    source = pc.binary_join_element_wise(label + ":", pc.cast(pa.array(lns), _S), "")
+    source = (pa.nulls(n, _S) if "source" in skip
+              else pc.binary_join_element_wise(label + ":", pc.cast(pa.array(lns), _S), ""))
     cols = {
         "event_id": request_id,
         "request_id": request_id,
@@ -527,7 +534,7 @@ def derive(table: pa.Table, data, offs: np.ndarray, lns: np.ndarray, label: str,
 
 
 def read_canonical_arrow(path, label: str, shape: str, em, batch_rows: int, unreadable, unreadable_cls,
-                         block_bytes: int | None = None) -> Iterator[pa.RecordBatch]:
+                         block_bytes: int | None = None, skip: frozenset = frozenset()) -> Iterator[pa.RecordBatch]:
     """Read one JSONL file through Arrow; lines and rows it cannot decide exactly go to the Python parser.
 
     Blocks are parsed in this process on :data:`READ_THREADS` helper threads, ahead of the one being handed
@@ -546,7 +553,7 @@ def read_canonical_arrow(path, label: str, shape: str, em, batch_rows: int, unre
     def run(data, first: int | None) -> tuple:
         first = count(data) if first is None else first
         try:
-            return parse_block(label, first, data, shape, parser)
+            return parse_block(label, first, data, shape, parser, skip)
         except (pa.ArrowException, ValueError, TypeError, IndexError):  # never lose a block: Python reads it
             return _python_block(label, first, data, shape)
 
@@ -632,7 +639,8 @@ def _emit(em, label: str, result: tuple, batch_rows: int) -> Iterator[pa.RecordB
             yield out
 
 
-def parse_block(label: str, first_ln: int, data: bytes, shape: str, parser: _Parser | None = None) -> tuple:
+def parse_block(label: str, first_ln: int, data: bytes, shape: str, parser: _Parser | None = None,
+                skip: frozenset = frozenset()) -> tuple:
     """One block of whole lines (the file's last may lack its newline) to ``(table | None, rejects, records,
     skipped)``, exactly as the Python parser would give them. ``parser`` keeps the column types that a file's
     earlier blocks needed."""
@@ -669,7 +677,7 @@ def parse_block(label: str, first_ln: int, data: bytes, shape: str, parser: _Par
                 slow[lines_here] = True
                 continue
             try:
-                rows, ok = derive(table, cbuf, coffs[lo:hi + 1], first_ln + lines_here, label, with_tools)
+                rows, ok = derive(table, cbuf, coffs[lo:hi + 1], first_ln + lines_here, label, with_tools, skip)
             except (pa.ArrowException, ValueError, TypeError, IndexError):  # never lose a piece: Python decides
                 slow[lines_here] = True
                 continue

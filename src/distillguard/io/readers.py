@@ -657,7 +657,7 @@ class EventStream:
     """An iterator of :data:`EVENT_SCHEMA` record batches with the run's :attr:`summary` and
     :attr:`quarantine` attached (filled as the stream is consumed)."""
 
-    def __init__(self, paths, fmt, mapping, quarantine, strict, batch_rows, workers, fast=None):
+    def __init__(self, paths, fmt, mapping, quarantine, strict, batch_rows, workers, fast=None, skip=()):
         if isinstance(paths, (str, os.PathLike)):
             paths = [paths]
         self.paths = [Path(p) for p in paths]
@@ -670,6 +670,7 @@ class EventStream:
         self.quarantine = quarantine if quarantine is not None else Quarantine()
         self.summary = ReadSummary()
         self.workers = workers
+        self.skip = frozenset(skip or ())
         if fast is None:
             fast = os.environ.get("DISTILLGUARD_READER") or ("sql" if FAST_DEFAULT else DEFAULT_READER)
         if isinstance(fast, str):
@@ -720,7 +721,7 @@ class EventStream:
                                 from distillguard.io.blockparse import read_canonical_arrow
 
                                 yield from read_canonical_arrow(p, label, shape, em, self.batch_rows, _unreadable,
-                                                                _Unreadable)
+                                                                _Unreadable, skip=self.skip)
                                 continue
                             if self.reader == "sql" and shape in ("auto", "canonical"):
                                 from distillguard.io.fastpath import read_canonical_fast
@@ -746,7 +747,7 @@ class EventStream:
 def read_events(paths: str | os.PathLike | Iterable[str | os.PathLike], *, fmt: str = "auto",
                 mapping: Any = None, quarantine: Quarantine | None = None, strict: bool = False,
                 batch_rows: int = 50_000, workers: int | str | None = "auto",
-                fast: bool | str | None = None) -> EventStream:
+                fast: bool | str | None = None, skip: Iterable[str] = ()) -> EventStream:
     """Read event files as a stream of :data:`~distillguard.schema.EVENT_SCHEMA` record batches.
 
     ``fmt``: ``auto`` (from the extension; JSON records are recognised as canonical, OpenAI log or OTLP by
@@ -756,6 +757,9 @@ def read_events(paths: str | os.PathLike | Iterable[str | os.PathLike], *, fmt: 
     ``workers``: worker processes for large JSONL files (``"auto"``: one per core above
     :data:`PARALLEL_MIN_BYTES`; 0 = in this process). ``fast``: the reader for canonical/auto JSONL, one of
     :data:`READERS` (``True`` = ``"sql"``, ``False`` = ``"python"``, ``None`` = :data:`DEFAULT_READER`).
+    ``skip``: columns the caller will not read (``messages``, ``source``); a reader that can save work by
+    leaving them null does so (the Arrow block reader), the others fill them. Which records are accepted or
+    rejected does not change.
     The returned stream carries ``.summary``.
     """
-    return EventStream(paths, fmt, mapping, quarantine, strict, batch_rows, workers, fast)
+    return EventStream(paths, fmt, mapping, quarantine, strict, batch_rows, workers, fast, skip)
