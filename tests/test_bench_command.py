@@ -53,6 +53,11 @@ def test_report_has_every_method_and_metric(report):
             assert key in m, (name, key)
         assert set(m["per_campaign"]) == {"C0001", "C0002"}
         assert m["flag_share_by_group"]["licensed"] == 0.0  # allowlisted: never flagged
+    # campaign-linking figures exist for the method that links accounts, not for the baselines
+    det = methods["distillguard"]
+    assert set(det["campaign_completeness"]) == {"C0001", "C0002"}
+    assert 0.0 <= det["campaign_completeness_mean"] <= 1.0 and det["campaigns_mixed"] >= 0
+    assert methods["baseline-volume"]["campaign_completeness"] == {}
     import csv
 
     rows = list(csv.DictReader(open(out / "test.accounts.csv", encoding="utf-8")))

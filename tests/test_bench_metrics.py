@@ -124,3 +124,20 @@ def test_reasoning_token_delay_differs_from_request_delay():
     d = M.detection_delay(ts, ["C"] * 4, {"C": 2}, [5, 5, 45, 45])
     assert d["C"]["requests"] == 0.5
     assert d["C"]["reasoning_tokens"] == pytest.approx(0.1)
+
+
+def test_campaign_linking_hand_case():
+    # true: A has 4 accounts, B 2, C 2; benign b1, b2.  linked: X = 3 of A + 1 of B + b1 (mixed),
+    # Y = 1 of B, the 4th A account and both C accounts unlinked, Z = b2 alone (no campaign account)
+    true = ["A", "A", "A", "A", "B", "B", "C", "C", None, ""]
+    linked = ["X", "X", "X", None, "X", "Y", None, "", "X", "Z"]
+    r = M.campaign_linking(true, linked)
+    assert r["completeness"] == {"A": 0.75, "B": 0.5, "C": 0.0}
+    assert r["completeness_mean"] == pytest.approx((0.75 + 0.5 + 0.0) / 3)
+    # X: 5 members, largest true group A (3); Y: 1 member (B); Z holds no campaign account: not counted
+    assert r["purity_mean"] == pytest.approx((3 + 1) / (5 + 1))
+    assert r["mixed"] == 1
+    empty = M.campaign_linking([None, None], ["X", None])
+    assert math.isnan(empty["completeness_mean"]) and math.isnan(empty["purity_mean"]) and empty["mixed"] == 0
+    with pytest.raises(ValueError):
+        M.campaign_linking(["A"], [])

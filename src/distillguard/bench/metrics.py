@@ -21,6 +21,7 @@ __all__ = [
     "fpr_by_group",
     "recall",
     "campaign_recall",
+    "campaign_linking",
     "average_precision",
     "calibrate_threshold",
     "served_before",
@@ -91,6 +92,52 @@ def campaign_recall(campaign_of: Sequence[Hashable | None], flagged: Sequence[bo
         return math.nan, {}
     hit = sum(1 for s in shares.values() if s >= min_share - 1e-12)
     return hit / len(shares), shares
+
+
+def campaign_linking(campaign_of: Sequence[Hashable | None], linked_as: Sequence[Hashable | None]) -> dict:
+    """How the detector's linked campaigns match the true ones (the account-level figures cannot show a
+    campaign split into pieces, or two operations merged into one).
+
+    ``campaign_of``: each account's true campaign (None/"" outside any); ``linked_as``: the campaign id the
+    detector gave it (None/"" when none). Returns:
+
+    * ``completeness``: per true campaign, the share of its accounts that sit in its single largest linked
+      campaign (accounts left unlinked count against it); ``completeness_mean`` over campaigns;
+    * ``purity_mean``: over linked campaigns holding any campaign account, the share of members from their
+      largest true group (accounts outside campaigns form one group), weighted by size;
+    * ``mixed``: linked campaigns holding accounts of two or more true campaigns.
+
+    Values are NaN (and ``mixed`` 0) when there are no true campaigns.
+    """
+    _check_len(campaign_of, linked_as)
+    true_c = [None if c in (None, "") else c for c in campaign_of]
+    pred_c = [None if c in (None, "") else c for c in linked_as]
+    members: dict = {}
+    for t, p in zip(true_c, pred_c):
+        if t is not None:
+            members.setdefault(t, []).append(p)
+    completeness = {}
+    for t, preds in members.items():
+        counts: dict = {}
+        for p in preds:
+            if p is not None:
+                counts[p] = counts.get(p, 0) + 1
+        completeness[t] = (max(counts.values()) if counts else 0) / len(preds)
+    groups: dict = {}
+    for t, p in zip(true_c, pred_c):
+        if p is not None:
+            g = groups.setdefault(p, {})
+            g[t] = g.get(t, 0) + 1
+    touched = {p: g for p, g in groups.items() if any(t is not None for t in g)}
+    size = sum(sum(g.values()) for g in touched.values())
+    purity = (sum(max(g.values()) for g in touched.values()) / size) if size else math.nan
+    mixed = sum(1 for g in touched.values() if sum(1 for t in g if t is not None) >= 2)
+    return {
+        "completeness": completeness,
+        "completeness_mean": float(np.mean(list(completeness.values()))) if completeness else math.nan,
+        "purity_mean": purity,
+        "mixed": mixed,
+    }
 
 
 def average_precision(is_attack: Sequence[bool], score: Sequence[float]) -> float:

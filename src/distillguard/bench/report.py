@@ -43,6 +43,11 @@ def metric_rows(results: dict, targets: dict | None = None) -> list[tuple[str, s
     add("benign FPR (all benign accounts)", "benign_fpr", lambda v: _pct(v, 3))
     add("worst hard-negative persona FPR", "persona_fpr_max", lambda v: _pct(v, 3))
     add("campaign recall (≥ half its accounts flagged)", "campaign_recall", _pct)
+    add("campaign completeness (accounts in their campaign's largest linked group, mean)",
+        "campaign_completeness_mean", _pct)
+    add("linked-campaign purity (members from its largest true group, size-weighted)", "campaign_purity", _pct)
+    add("linked campaigns mixing two or more true campaigns", "campaigns_mixed",
+        lambda v: "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else str(int(v)))
     add("average precision of the account score", "average_precision", _num)
     add("median detection delay (share of campaign requests)", "median_delay_requests", lambda v: _pct(v, 2))
     add("median detection delay (share of reasoning tokens)", "median_delay_reasoning_tokens",

@@ -42,6 +42,7 @@ class AccountResult:
     accounts: list[str]
     score: np.ndarray
     flagged: np.ndarray
+    campaign: list | None = None  # the linked campaign of each account, for methods that link accounts
 
 
 class Method:
@@ -171,7 +172,8 @@ class DetectorMethod(Method):
         acc = res.accounts
         return AccountResult(acc.column("account_id").to_pylist(),
                              np.asarray(acc.column("score").to_pylist(), dtype=float),
-                             np.asarray(acc.column("flagged").to_pylist(), dtype=bool))
+                             np.asarray(acc.column("flagged").to_pylist(), dtype=bool),
+                             acc.column("campaign_id").to_pylist())
 
 
 def _ts(table: pa.Table) -> np.ndarray:
@@ -206,14 +208,25 @@ def _align(test: Traffic, res: AccountResult) -> tuple[np.ndarray, np.ndarray]:
     return score, flag
 
 
-def evaluate(test: Traffic, score: np.ndarray, flagged: np.ndarray) -> dict:
-    """Account-level metrics of one method on one labelled stream."""
+def _linked(test: Traffic, res: AccountResult) -> list | None:
+    """The linked campaign per labelled account (None where the method links nothing)."""
+    if res.campaign is None:
+        return None
+    of = dict(zip(res.accounts, res.campaign))
+    return [of.get(a) for a in test.accounts]
+
+
+def evaluate(test: Traffic, score: np.ndarray, flagged: np.ndarray, linked: list | None = None) -> dict:
+    """Account-level metrics of one method on one labelled stream; ``linked`` (each account's linked
+    campaign, for methods that link) adds the campaign-linking figures."""
     y = test.is_attack
     persona = M.fpr_by_group(test.groups, y, flagged)
     # the per-persona target is on the hard negatives when the scenario names them, else every benign group
     hard = {g: v for g, v in persona.items() if g in test.hard_negatives} or persona
     campaign_ids = [test.campaign_of.get(a) for a in test.accounts]
     c_recall, c_shares = M.campaign_recall(campaign_ids, flagged)
+    link = M.campaign_linking(campaign_ids, linked) if linked is not None else {
+        "completeness": {}, "completeness_mean": math.nan, "purity_mean": math.nan, "mixed": math.nan}
     return {
         "attack_recall": M.recall(y, flagged),
         "benign_fpr": M.false_positive_rate(y, flagged),
@@ -223,6 +236,10 @@ def evaluate(test: Traffic, score: np.ndarray, flagged: np.ndarray) -> dict:
         "flag_share_by_group": M.flag_share_by_group(test.groups, flagged),
         "campaign_recall": c_recall,
         "campaign_flag_share": c_shares,
+        "campaign_completeness": link["completeness"],
+        "campaign_completeness_mean": link["completeness_mean"],
+        "campaign_purity": link["purity_mean"],
+        "campaigns_mixed": link["mixed"],
         "average_precision": M.average_precision(y, score),
         "n_flagged": int(flagged.sum()),
         "n_benign_flagged": int((flagged & ~y).sum()),
@@ -287,7 +304,7 @@ def run_scenario(test: Traffic, baseline: Traffic, methods: Sequence[Method],
         score, flagged = _align(test, res)
         if scores is not None:
             scores[m.name] = (score, flagged)
-        r = evaluate(test, score, flagged)
+        r = evaluate(test, score, flagged, _linked(test, res))
         rep = replay(test, m, fractions, max_scans)
         t3 = time.perf_counter()
         r.update(rep)
