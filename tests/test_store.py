@@ -8,6 +8,7 @@ from datetime import datetime, timezone
 import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
+import numpy as np
 import pytest
 from io_fixtures import FIXTURES
 
@@ -165,6 +166,32 @@ def test_ingest_caps_duckdb_memory_only_while_it_runs(tmp_path):
 def _failing():
     yield from read_events(CANON)
     raise InputError("boom")
+
+
+def test_dedup_is_exact_when_every_id_hash_collides(tmp_path, monkeypatch):
+    """The hash pre-check only skips the anti-join when no hash matches; with every hash equal (all
+    collide) each batch takes the exact path, and the result is the same."""
+    monkeypatch.setattr(Store, "_id_hashes", lambda self, table: np.zeros(
+        self.con.execute(f"SELECT count(*) FROM {table}").fetchall()[0][0], np.uint64))
+    with Store(tmp_path / "h.duckdb") as st:
+        first = st.ingest(read_events(CANON, batch_rows=1), insert_rows=1)
+        assert (first.inserted, first.duplicates) == (5, 0)
+        again = st.ingest(read_events(CANON, batch_rows=2), insert_rows=2)
+        assert (again.inserted, again.duplicates) == (0, 5)
+        assert st.count() == 5
+
+
+def test_repeats_across_batches_of_one_call_are_caught(tmp_path):
+    def twice():
+        yield from read_events(CANON, batch_rows=2)
+        yield from read_events(CANON, batch_rows=3)
+
+    with Store(tmp_path / "r.duckdb") as st:
+        s = st.ingest(twice(), insert_rows=1)
+        assert (s.rows_in, s.inserted, s.duplicates) == (10, 5, 5)
+        assert st.count() == 5
+        later = st.ingest(twice(), insert_rows=1)  # the stored ids are known from the start of a call
+        assert (later.inserted, later.duplicates) == (0, 10)
 
 
 def test_append_audit_and_read_back():

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
 import duckdb
+import numpy as np
 import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -70,6 +71,34 @@ class IngestSummary:
     def as_dict(self) -> dict:
         return {"batches": self.batches, "rows_in": self.rows_in, "inserted": self.inserted,
                 "duplicates": self.duplicates, "signals": self.signals, "retention": self.retention}
+
+
+class _SeenIds:
+    """The 64-bit hashes of the event ids stored before and during one ingest call, as a few sorted arrays.
+
+    A batch none of whose hashes is here holds no stored id, so it needs no anti-join against the events
+    table (whose cost grows with the store); a batch with any hash here (a re-ingest, or a rare hash
+    collision) gets the exact anti-join. Memory: 8 bytes per stored event while the call runs."""
+
+    def __init__(self, stored: np.ndarray):
+        self.stored = stored
+        self.parts: list[np.ndarray] = []  # this call's batches
+
+    def may_hold(self, hashes: np.ndarray) -> bool:
+        hashes = np.sort(hashes)  # sorted queries search a large array far faster (memory locality)
+        for part in [self.stored, *self.parts]:
+            if not len(part):
+                continue
+            pos = np.searchsorted(part, hashes)
+            pos[pos == len(part)] = 0
+            if bool(np.any(part[pos] == hashes)):
+                return True
+        return False
+
+    def add(self, hashes: np.ndarray) -> None:
+        self.parts.append(np.sort(hashes))
+        if len(self.parts) > 8:  # keep the per-batch check to a few searches (the stored array stays as is)
+            self.parts = [np.sort(np.concatenate(self.parts))]
 
 
 def _unrounded(setting: str) -> str:
@@ -223,6 +252,7 @@ class Store:
         con = self.con
         con.execute("BEGIN TRANSACTION")
         since_commit = since_commit_bytes = 0
+        seen = _SeenIds(self._stored_id_hashes())
         try:
             rows = insert_rows if atomic else min(insert_rows, commit_rows)
             nbytes = insert_bytes if atomic else min(insert_bytes, commit_bytes)
@@ -240,10 +270,15 @@ class Store:
                 ids = table.column("event_id")
                 unique = pc.count_distinct(ids).as_py() == table.num_rows
                 dedup = "" if unique else " QUALIFY row_number() OVER (PARTITION BY event_id ORDER BY source) = 1"
-                new_rows = ("SELECT * FROM _dg_in i WHERE NOT EXISTS "
-                            "(SELECT 1 FROM events e WHERE e.event_id = i.event_id)" + dedup)
                 con.register("_dg_in", table)
                 try:
+                    hashes = self._id_hashes("_dg_in")
+                    if seen.may_hold(hashes):  # an id may be stored already: the exact anti-join decides
+                        new_rows = ("SELECT * FROM _dg_in i WHERE NOT EXISTS "
+                                    "(SELECT 1 FROM events e WHERE e.event_id = i.event_id)" + dedup)
+                    else:  # no stored id has any of these hashes, so none of these ids is stored
+                        new_rows = "SELECT * FROM _dg_in i" + dedup
+                    seen.add(hashes)
                     if signal_fn is None:
                         n_new = con.execute(f"INSERT INTO events ({quoted}) SELECT {select_cols} "
                                             f"FROM ({new_rows})").fetchall()[0][0]
@@ -269,6 +304,17 @@ class Store:
             con.execute("ROLLBACK")
             raise
         return summary
+
+    def _id_hashes(self, table: str) -> np.ndarray:
+        """DuckDB's 64-bit hash of each ``event_id`` of ``table`` (a table or registered Arrow name)."""
+        out = self.con.execute(f"SELECT hash(event_id) AS h FROM {table}").fetchnumpy()["h"]
+        return np.asarray(out, dtype=np.uint64)
+
+    def _stored_id_hashes(self) -> np.ndarray:
+        """Sorted hashes of the stored event ids (one scan of the column per ingest call)."""
+        if not self.con.execute("SELECT EXISTS (SELECT 1 FROM events)").fetchall()[0][0]:
+            return np.empty(0, np.uint64)
+        return np.sort(self._id_hashes("events"))
 
     def _insert_signals(self, sig: pa.Table | pa.RecordBatch | None) -> int:
         if sig is None:
