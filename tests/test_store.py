@@ -5,11 +5,11 @@ from __future__ import annotations
 import hashlib
 from datetime import datetime, timezone
 
+import duckdb
+import numpy as np
 import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
-import duckdb
-import numpy as np
 import pytest
 from io_fixtures import FIXTURES
 
