@@ -218,19 +218,20 @@ class Store:
         repeats an earlier row of the same input, are skipped.
 
         Work is committed every ``commit_rows`` rows or ``commit_bytes`` bytes (Arrow size) offered, which
-        keeps memory flat; if the batches raise,
-        the rows since the last commit are rolled back and the error propagates (re-running is safe: ingest
-        is idempotent). ``atomic=True`` makes the whole call one transaction, so a failure (e.g. a
+        keeps memory flat; if the batches raise, the rows since the last commit are rolled back and the error
+        propagates (re-running is safe: ingest is idempotent). ``atomic=True`` makes the whole call one transaction, so a failure (e.g. a
         strict-mode :class:`~distillguard.io.InputError`) stores nothing; DuckDB then holds the uncommitted
         rows in memory until the end.
 
         ``signal_fn`` gets each batch of NEW events with full text and returns a table keyed by
         ``event_id``; its rows go to ``signals`` (created from the first result's schema).
         ``progress(n)`` is called with the number of rows offered after each batch. Small batches are
-        gathered into inserts of about ``insert_rows`` rows or ``insert_bytes`` bytes (DuckDB pays a fixed cost per statement), and up
-        to ``read_ahead`` batches are read in a background thread while DuckDB inserts (0: no thread).
-        ``memory_limit`` caps DuckDB's memory for the duration of the call (ingest streams, so DuckDB needs
-        little; beyond the cap it writes to disk); ``None`` leaves the connection's setting alone, as does an in-memory store.
+        gathered into inserts of about ``insert_rows`` rows or ``insert_bytes`` bytes (DuckDB pays a fixed
+        cost per statement), and up to ``read_ahead`` batches are read in a background thread while DuckDB
+        inserts (0: no thread). ``memory_limit`` caps DuckDB's memory for the duration of the call (ingest
+        streams, so DuckDB needs little; beyond the cap it writes to disk); ``None`` leaves the connection's
+        setting alone, as does an in-memory store. Deduplication reads the 64-bit hash of every stored id
+        once per call (8 bytes an event, held by Python while the call runs; see :class:`_SeenIds`).
         """
         con = self.con
         previous_limit = None
