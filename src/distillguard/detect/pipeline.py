@@ -307,7 +307,11 @@ def _duckdb_memory_cap(budget_mb_per_m_events: float | None, n_events: int):
         return
     from distillguard.store import _unrounded
 
-    con = ibis.get_backend().con
+    backend = ibis.get_backend()
+    if getattr(backend, "name", "") != "duckdb":  # Ibis's default set to another engine: leave it alone
+        yield
+        return
+    con = backend.con
     previous = con.execute("SELECT current_setting('memory_limit')").fetchall()[0][0]
     budget = budget_mb_per_m_events * n_events / 1e6
     con.execute(f"SET memory_limit = '{duckdb_memory_limit_mb(budget)}MB'")
