@@ -255,3 +255,45 @@ def test_no_pool_inside_a_daemon_worker(monkeypatch):
     with mp.get_context("fork").Pool(1) as pool:
         got = pool.apply(_signals_in_daemon, (rows,))
     assert got == compute_signals(events(rows), benchmark_index=EMPTY).column("template_id").to_pylist()
+
+
+def test_persistent_pool_serves_every_call_with_identical_rows(monkeypatch):
+    """Within signal_pool, calls large enough go to the workers forked on entry (no fork per call), and the
+    rows equal those of one process; calls with another benchmark index or too few texts stay local."""
+    import distillguard.signals as S
+
+    rows = [(s, f"{u} (variant {i})") for i, (s, u) in enumerate(MIXED * 6)]
+    monkeypatch.setenv("DISTILLGUARD_SIGNAL_WORKERS", "1")
+    one = compute_signals(events(rows), benchmark_index=EMPTY)
+    monkeypatch.setenv("DISTILLGUARD_SIGNAL_WORKERS", "2")
+    monkeypatch.setattr(S, "PERSISTENT_POOL_MIN_TEXTS", 8)
+    monkeypatch.setattr(S, "POOL_CHUNK_TEXTS", 7)  # several tasks a call
+    sent = []
+    real_map = S._PersistentPool.map
+    monkeypatch.setattr(S._PersistentPool, "map", lambda self, *a: sent.append(len(a[2])) or real_map(self, *a))
+    with S.signal_pool(EMPTY) as pool:
+        assert pool is not None and S._ACTIVE_POOL is pool
+        forks = []
+        real = S.mp.get_context
+        monkeypatch.setattr(S.mp, "get_context", lambda method: forks.append(method) or real(method))
+        first = compute_signals(events(rows), benchmark_index=EMPTY)
+        second = compute_signals(events(rows[::-1]), benchmark_index=EMPTY)
+        local = compute_signals(events(rows[:5]), benchmark_index=EMPTY)  # fewer texts than the minimum
+        other = compute_signals(events(rows), benchmark_index=BenchmarkIndex.empty())  # another index
+        with S.signal_pool(EMPTY) as inner:  # nested: the open pool is kept
+            assert inner is pool
+        assert S._ACTIVE_POOL is pool
+    assert S._ACTIVE_POOL is None
+    assert forks == []  # no pool forked per call inside the block
+    assert len(sent) == 2 and all(k % 2 == 0 and k >= 2 for k in sent)  # tasks in multiples of the workers
+    assert first.equals(one) and other.equals(one)
+    assert second.equals(compute_signals(events(rows[::-1]), benchmark_index=EMPTY))
+    assert local.equals(one.slice(0, 5))
+
+
+def test_no_persistent_pool_with_one_worker(monkeypatch):
+    import distillguard.signals as S
+
+    monkeypatch.setenv("DISTILLGUARD_SIGNAL_WORKERS", "1")
+    with S.signal_pool(EMPTY) as pool:
+        assert pool is None and S._ACTIVE_POOL is None

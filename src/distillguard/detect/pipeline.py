@@ -18,12 +18,13 @@ import numpy as np
 import orjson
 import pyarrow as pa
 
+from distillguard._alloc import paused_gc, tune_malloc
 from distillguard.detect.allowlist import Allowlist
 from distillguard.detect.scoring import AccountScorer, Calibration, DetectConfig
 from distillguard.features import account_features
 from distillguard.linking import LinkConfig, build_edges
 from distillguard.linking.campaigns import find_campaigns
-from distillguard.signals import compute_signals
+from distillguard.signals import compute_signals, signal_pool
 
 __all__ = ["ScanResult", "Scanner", "scan", "stream_events", "ACCOUNTS_HEADER", "ATLAS"]
 
@@ -87,7 +88,7 @@ class ScanResult:
 #: event columns no stage of a scan reads (signals use system_text/user_text); dropped while reading files
 _UNUSED_COLUMNS = ("messages", "tools", "response", "reasoning_content", "extra", "source")
 #: rows of events whose signals are computed together while files are streamed (bounds the full texts held)
-SIGNAL_CHUNK_ROWS = 200_000
+SIGNAL_CHUNK_ROWS = 100_000
 #: characters of ``user_text`` kept once signals are computed: what the campaign samples show
 #: (``ScoringConfig.sample_chars``, 200; raise both together); ``system_text`` is dropped then
 KEEP_TEXT_CHARS = 200
@@ -251,7 +252,9 @@ def stream_events(paths_or_store: Any, *, quarantine: str | Path | None = None, 
 
     if quarantine is not None:
         Path(quarantine).write_bytes(b"")  # the quarantine appends; start this scan's file empty
-    with Quarantine(quarantine) as q:
+    # the signal workers are forked now, while this process is small, and serve every chunk
+    pool = signal_pool() if with_signals else contextlib.nullcontext()
+    with pool, Quarantine(quarantine) as q:
         stream = read_events([str(p) for p in paths], fmt=fmt or "auto", mapping=mapping, quarantine=q,
                              strict=strict, skip=_UNUSED_COLUMNS)  # nulled by _slim anyway
         ahead = _ReadAhead(stream, max_rows=limit if with_signals else 0)
@@ -533,6 +536,13 @@ class Scanner:
 
     def scan(self, source: Any, *, out_dir: str | Path | None = None, strict: bool = False, fmt: str | None = None,
              mapping: str | None = None, progress: Callable[[str], None] | None = None) -> ScanResult:
+        """Scan files, a store or an events table; with ``out_dir`` also write the outputs. Tunes glibc's
+        malloc for the process once and pauses the cyclic GC while it runs (:mod:`distillguard._alloc`)."""
+        tune_malloc()
+        with paused_gc():
+            return self._scan(source, out_dir=out_dir, strict=strict, fmt=fmt, mapping=mapping, progress=progress)
+
+    def _scan(self, source: Any, *, out_dir, strict: bool, fmt, mapping, progress) -> ScanResult:
         cfg = self.config
         say = progress or (lambda _msg: None)
         timings: dict[str, float] = {}

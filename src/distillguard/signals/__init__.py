@@ -8,6 +8,7 @@ on one request for the real-time gateway.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import multiprocessing as mp
 import os
@@ -30,6 +31,7 @@ __all__ = [
     "analyse",
     "BenchmarkIndex",
     "default_benchmark_index",
+    "signal_pool",
 ]
 
 _TS = pa.timestamp("us", tz="UTC")
@@ -186,28 +188,114 @@ def _analyse_chunk(bounds: tuple[int, int]) -> dict:
     return _packed(analyse(sys_u.slice(lo, hi - lo), user_u.slice(lo, hi - lo), benchmark_index=index))
 
 
-def _analyse_pooled(sys_u: pa.Array, user_u: pa.Array, index: BenchmarkIndex) -> dict:
-    """The columns compute_signals needs of :func:`analyse` over the distinct texts (Arrow arrays for text,
-    numpy for numbers); large inputs are cut into contiguous chunks analysed by forked workers (each text's
-    signals depend on that text alone, so the result is identical)."""
-    global _POOL_STATE
-    n, workers = len(user_u), signal_workers()
-    if (n < POOL_MIN_TEXTS or workers < 2 or "fork" not in mp.get_all_start_methods()
-            or mp.current_process().daemon):  # a pool worker may not start processes of its own
-        return _packed(analyse(sys_u, user_u, benchmark_index=index))
+def _can_fork() -> bool:
+    # a pool worker (a daemon) may not start processes of its own
+    return "fork" in mp.get_all_start_methods() and not mp.current_process().daemon
+
+
+def _bounds(n: int, workers: int) -> list[tuple[int, int]]:
     # chunks of about POOL_CHUNK_TEXTS: the per-text arrays of one chunk stay small enough for the caches
-    parts = max(workers, -(-n // POOL_CHUNK_TEXTS))
+    # a multiple of the workers, so no worker idles through the last round
+    parts = -(-max(workers, -(-n // POOL_CHUNK_TEXTS)) // workers) * workers
     cuts = np.linspace(0, n, parts + 1).astype(int)
-    bounds = [(int(a), int(b)) for a, b in zip(cuts[:-1], cuts[1:])]
-    _POOL_STATE = (sys_u, user_u, index)  # inherited by the forked workers, never pickled
-    try:
-        with mp.get_context("fork").Pool(workers) as pool:
-            chunks = pool.map(_analyse_chunk, bounds, chunksize=1)
-    finally:
-        _POOL_STATE = None
+    return [(int(a), int(b)) for a, b in zip(cuts[:-1], cuts[1:])]
+
+
+def _joined(chunks: list[dict]) -> dict:
     out = {f: pa.concat_arrays([c[f] for c in chunks]) for f in _STRING_FIELDS}
     out.update({f: np.concatenate([c[f] for c in chunks]) for f in _ARRAY_FIELDS})
     return out
+
+
+def _analyse_pooled(sys_u: pa.Array, user_u: pa.Array, index: BenchmarkIndex) -> dict:
+    """The columns compute_signals needs of :func:`analyse` over the distinct texts (Arrow arrays for text,
+    numpy for numbers); large inputs are cut into contiguous chunks analysed by worker processes (each
+    text's signals depend on that text alone, so the result is identical): the persistent pool of an open
+    :func:`signal_pool` when it serves this benchmark index, else a pool forked for this call."""
+    global _POOL_STATE
+    n = len(user_u)
+    active = _ACTIVE_POOL
+    if active is not None and active.index is index and n >= active.min_texts:
+        return _joined(active.map(sys_u, user_u, _bounds(n, active.workers)))
+    workers = signal_workers()
+    if n < POOL_MIN_TEXTS or workers < 2 or not _can_fork():
+        return _packed(analyse(sys_u, user_u, benchmark_index=index))
+    _POOL_STATE = (sys_u, user_u, index)  # inherited by the forked workers, never pickled
+    try:
+        with mp.get_context("fork").Pool(workers) as pool:
+            chunks = pool.map(_analyse_chunk, _bounds(n, workers), chunksize=1)
+    finally:
+        _POOL_STATE = None
+    return _joined(chunks)
+
+
+#: distinct texts from which a call is sent to an open :func:`signal_pool` (no fork to pay for)
+PERSISTENT_POOL_MIN_TEXTS = 4_000
+_ACTIVE_POOL: "_PersistentPool | None" = None
+_WORKER_INDEX: BenchmarkIndex | None = None  # the benchmark index of a persistent pool's workers
+
+
+def _compact(arr: pa.Array) -> pa.Array:
+    """A slice with buffers of its own (pickling a slice may carry its parent's whole buffers)."""
+    return pa.concat_arrays([arr]) if arr.offset or len(arr) else arr
+
+
+def _analyse_sent(texts: tuple[pa.Array, pa.Array]) -> dict:
+    from distillguard._alloc import release_memory
+
+    sys_u, user_u = texts
+    out = _packed(analyse(sys_u, user_u, benchmark_index=_WORKER_INDEX))
+    release_memory()  # a worker lives through the whole stream: hand back its temporaries between tasks
+    return out
+
+
+class _PersistentPool:
+    """Worker processes forked once (while the parent is still small) and fed every chunk of a stream: no
+    fork per chunk, no copy-on-write faults in a large parent, and the workers' regex DFAs and allocator
+    stay warm. Texts travel to the workers pickled (Arrow buffers)."""
+
+    def __init__(self, workers: int, index: BenchmarkIndex, min_texts: int):
+        global _WORKER_INDEX
+        from .extraction import load_model
+        from .rules import load_rules
+
+        load_rules(), load_model()  # loaded once here, inherited by the workers
+        self.workers, self.index, self.min_texts = workers, index, min_texts
+        _WORKER_INDEX = index
+        try:
+            self.pool = mp.get_context("fork").Pool(workers)
+        finally:
+            _WORKER_INDEX = None
+
+    def map(self, sys_u: pa.Array, user_u: pa.Array, bounds: list[tuple[int, int]]) -> list[dict]:
+        jobs = [(_compact(sys_u.slice(lo, hi - lo)), _compact(user_u.slice(lo, hi - lo))) for lo, hi in bounds]
+        return self.pool.map(_analyse_sent, jobs, chunksize=1)
+
+    def close(self) -> None:
+        self.pool.close()
+        self.pool.join()
+
+
+@contextlib.contextmanager
+def signal_pool(benchmark_index: BenchmarkIndex | None = None):
+    """Within the block, :func:`compute_signals` calls with the same benchmark index (default:
+    :func:`default_benchmark_index`) and at least :data:`PERSISTENT_POOL_MIN_TEXTS` distinct texts are
+    analysed by one set of :func:`signal_workers` processes forked on entry. Open it before the process
+    grows (the scan opens it before reading). Nothing changes where fewer than two workers are allowed,
+    fork is unavailable or a pool is already open; results are identical either way."""
+    global _ACTIVE_POOL
+    workers = signal_workers()
+    if _ACTIVE_POOL is not None or workers < 2 or not _can_fork():
+        yield _ACTIVE_POOL
+        return
+    index = benchmark_index if benchmark_index is not None else default_benchmark_index()
+    pool = _PersistentPool(workers, index, PERSISTENT_POOL_MIN_TEXTS)
+    _ACTIVE_POOL = pool
+    try:
+        yield pool
+    finally:
+        _ACTIVE_POOL = None
+        pool.close()
 
 
 def _has_tools(events: pa.Table, n: int) -> np.ndarray:

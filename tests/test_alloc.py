@@ -1,0 +1,68 @@
+"""distillguard._alloc: the glibc malloc thresholds a scan sets, the opt-out, and the paused GC."""
+
+from __future__ import annotations
+
+import gc
+import os
+import subprocess
+import sys
+
+import pytest
+
+from distillguard._alloc import paused_gc
+
+_PROBE = """
+import ctypes, sys
+from distillguard import _alloc
+print(_alloc.tune_malloc(), _alloc.tune_malloc())
+"""
+
+
+def _probe(env: dict) -> str:
+    out = subprocess.run([sys.executable, "-c", _PROBE], capture_output=True, text=True, timeout=120,
+                         env={**os.environ, **env})
+    assert out.returncode == 0, out.stderr
+    return out.stdout.split()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt is Linux-only")
+def test_tune_malloc_applies_once_and_honours_the_opt_out():
+    import ctypes
+
+    try:
+        ctypes.CDLL(None).gnu_get_libc_version  # noqa: B018
+        glibc = True
+    except AttributeError:
+        glibc = False
+    assert _probe({"DISTILLGUARD_MALLOC_TUNING": "1"}) == [str(glibc), str(glibc)]
+    assert _probe({"DISTILLGUARD_MALLOC_TUNING": "0"}) == ["False", "False"]
+    assert _probe({"DISTILLGUARD_MALLOC_TUNING": "off"}) == ["False", "False"]
+
+
+def test_paused_gc_restores_the_collector_even_on_error():
+    assert gc.isenabled()
+    with paused_gc():
+        assert not gc.isenabled()
+    assert gc.isenabled()
+    with pytest.raises(RuntimeError):
+        with paused_gc():
+            raise RuntimeError("boom")
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        with paused_gc():
+            pass
+        assert not gc.isenabled()  # was off before: stays off
+    finally:
+        gc.enable()
+
+
+def test_scan_pauses_the_collector_only_while_it_runs(tmp_path):
+    from distillguard.detect import Scanner
+    from distillguard.sim import simulate
+
+    sim = simulate(tmp_path / "sim", scenario="demo", seed=1, scale=0.05)
+    seen = []
+    Scanner().scan([sim.events_path], progress=lambda msg: seen.append(gc.isenabled()))
+    assert seen and not any(seen)
+    assert gc.isenabled()
