@@ -139,11 +139,11 @@ class _TextSignalCache:
         self.schema: pa.Schema | None = None
 
     @staticmethod
-    def _digests(chunk: pa.Table) -> list[bytes]:
+    def _digests(system: list, user: list) -> list[bytes]:
         from hashlib import blake2b
 
         out = []
-        for s, u in zip(chunk.column("system_text").to_pylist(), chunk.column("user_text").to_pylist()):
+        for s, u in zip(system, user):
             h = blake2b(digest_size=16)
             if s is None:
                 h.update(b"\x00")
@@ -157,15 +157,24 @@ class _TextSignalCache:
     def __call__(self, chunk: pa.Table) -> pa.Table:
         import pyarrow.compute as pc
 
-        digests = self._digests(chunk)
-        new_rows: list[int] = []
-        fresh: dict[bytes, None] = {}
-        for i, d in enumerate(digests):
-            if d not in self.index and d not in fresh:
-                fresh[d] = None
-                new_rows.append(i)
-        if new_rows or self.schema is None:
-            sub = chunk.take(pa.array(new_rows, pa.int64()))
+        from distillguard.signals import _distinct_pairs
+
+        # the chunk's distinct pairs first (exact, vectorised), then one digest and lookup per distinct pair
+        system = chunk.column("system_text").combine_chunks()
+        user = pc.fill_null(chunk.column("user_text").combine_chunks(), "")
+        pair_of_row, first = _distinct_pairs(system, user)
+        digests = self._digests(system.take(first).to_pylist(), user.take(first).to_pylist())
+        slot = np.empty(len(first), np.int64)
+        new_pairs: list[int] = []
+        index = self.index
+        for k, d in enumerate(digests):
+            g = index.get(d)
+            if g is None:
+                g = index[d] = len(index)
+                new_pairs.append(k)
+            slot[k] = g
+        if new_pairs or self.schema is None:
+            sub = chunk.take(pa.array(first[new_pairs] if new_pairs else [], pa.int64()))
             for name in ("n_tools", "tools"):  # the text's own capability; tools are applied per row below
                 if name in sub.column_names:
                     j = sub.column_names.index(name)
@@ -173,16 +182,11 @@ class _TextSignalCache:
             sig = self.compute(sub)
             self.schema = sig.schema
             text_cols = [c for c in sig.column_names if c not in _ROW_SIGNAL_COLUMNS]
-            base = len(self.index)
-            for k, d in enumerate(fresh):
-                self.index[d] = base + k
             self.parts.append(sig.select(text_cols))
             self.store = None
-        if self.store is None:
-            self.store = pa.concat_tables(self.parts).combine_chunks() if len(self.parts) > 1 else self.parts[0]
-            self.parts = [self.store]
-        take = pa.array([self.index[d] for d in digests], pa.int64())
-        cached = self.store.take(take)
+        if self.store is None:  # chunked: taking rows from it needs no contiguous copy of every part
+            self.store = pa.concat_tables(self.parts) if len(self.parts) > 1 else self.parts[0]
+        cached = self.store.take(pa.array(slot[pair_of_row], pa.int64()))
         n = chunk.num_rows
         cols = []
         for f in self.schema:
