@@ -9,6 +9,7 @@ Every guard against benign hubs is described in docs/linking.md.
 from __future__ import annotations
 
 import math
+from concurrent.futures import ThreadPoolExecutor
 
 import ibis
 import ibis.expr.types as ir
@@ -142,11 +143,14 @@ def _shared_value_edges(obs: ir.Table, kind: str, cfg: LinkConfig, accounts: ir.
     j = j.group_by(["src", "dst", "key"]).aggregate(value=j.value.max(), n_ent=j.n_ent.max(), hub=j.hub.max())
     # one contribution per distinct shared value: a NAT IP seen together in 50 windows is still one IP
     v = j.group_by(["src", "dst", "value"]).aggregate(windows=j.count(), n_ent=j.n_ent.min(), hub=j.hub.max())
-    agg = v.group_by(["src", "dst"]).aggregate(
-        count=v.count(), windows=v.windows.sum(), hsum=v.hub.sum(), top=v.value.argmax(_tiebreak(v.hub, v.value)),
-        top_n=v.n_ent.min())
+    agg = v.group_by(["src", "dst"]).aggregate(count=v.count(), windows=v.windows.sum(), hsum=v.hub.sum(),
+                                               top_n=v.n_ent.min())
     agg = agg.mutate(weight=kc.base * (1.0 - (-agg.hsum / kc.saturation).exp()))
     agg = agg.filter(agg.weight >= cfg.min_edge_weight)
+    # the value the detail names (the strongest shared one), found only for the pairs that are kept
+    kept = v.semi_join(agg.select("src", "dst"), ["src", "dst"])
+    top = kept.group_by(["src", "dst"]).aggregate(top=kept.value.argmax(_tiebreak(kept.hub, kept.value)))
+    agg = agg.join(top, ["src", "dst"])
     detail = (ibis.literal(f"{kind} ") + _short(agg.top) + " (" + agg.top_n.cast("string") + " customers)"
               + ibis.ifelse(agg["count"] > 1, "; " + agg["count"].cast("string") + " shared values", ""))
     if unit:
@@ -236,14 +240,19 @@ def _edges_from_arrays(src, dst, kind, weight, count, detail) -> pa.Table:
                      "detail": pa.array(list(detail), pa.string())}, schema=_IDX_SCHEMA)
 
 
-def _template_set_edges(acct_tpl: ir.Table, accounts: ir.Table, cfg: LinkConfig) -> pa.Table:
+def _template_set_data(acct_tpl: ir.Table, accounts: ir.Table, cfg: LinkConfig) -> pa.Table:
+    """The relational half of the template_set kind: ``aidx, key`` of the accounts' uncommon templates."""
     t = acct_tpl.join(accounts, "account_id")
     common = t.group_by("key").aggregate(n_ent=t.entity.nunique())
     common = common.filter(common.n_ent > cfg.set_hub_max)
     t = t.anti_join(common, "key")
     per = t.group_by("account_id").aggregate(n=t.key.count())
     t = t.semi_join(per.filter(per.n >= cfg.set_min_templates), "account_id")
-    data = t.select("aidx", "key").to_pyarrow()
+    return t.select("aidx", "key").to_pyarrow()
+
+
+def _template_set_edges(data: pa.Table, cfg: LinkConfig) -> pa.Table:
+    """The numpy half (MinHash/LSH over each account's template set), from :func:`_template_set_data`."""
     if data.num_rows == 0:
         return _IDX_SCHEMA.empty_table()
     uniq, owner = _owner_codes(data["aidx"])
@@ -257,12 +266,16 @@ def _template_set_edges(acct_tpl: ir.Table, accounts: ir.Table, cfg: LinkConfig)
     return _edges_from_arrays(uniq[a], uniq[b], "template_set", cfg.set_base * jac, shared, detail)
 
 
-def _sync_edges(events: ir.Table, accounts: ir.Table, cfg: LinkConfig) -> pa.Table:
+def _sync_data(events: ir.Table, accounts: ir.Table, cfg: LinkConfig) -> pa.Table:
+    """The relational half of the sync kind: ``aidx, bucket`` of every active account's time buckets."""
     e = events.select("account_id", bucket=_bucket(events.timestamp, cfg.sync_bucket_s)).distinct()
     per = e.group_by("account_id").aggregate(n=e.count())
     e = e.semi_join(per.filter(per.n >= cfg.sync_min_buckets), "account_id")
-    e = e.join(accounts, "account_id").select("aidx", "bucket")
-    data = e.to_pyarrow()
+    return e.join(accounts, "account_id").select("aidx", "bucket").to_pyarrow()
+
+
+def _sync_edges(data: pa.Table, cfg: LinkConfig) -> pa.Table:
+    """The numpy half (MinHash/LSH over each account's active buckets, lift over chance)."""
     if data.num_rows == 0:
         return _IDX_SCHEMA.empty_table()
     buckets = data["bucket"].to_numpy()
@@ -380,55 +393,61 @@ def build_edges(events, signals=None, *, config: LinkConfig | None = None) -> pa
     accounts = ibis.memtable(ents)
     on = {k: cfg.kind(k).enabled for k in SHARED_VALUE_KINDS}
     parts: list[ir.Table] = []
-    arrow_parts: list[pa.Table] = []
+    # the MinHash kinds' numpy halves (which release the GIL) run on a helper thread while the engine runs
+    # the remaining queries; the results are the same as one after the other
+    pool = ThreadPoolExecutor(1, thread_name_prefix="distillguard-sketch")
+    sketched: list = []
+    try:
+        def add(expr: ir.Table | None) -> None:
+            if expr is not None:
+                parts.append(expr)
 
-    def add(expr: ir.Table | None) -> None:
-        if expr is not None:
-            parts.append(expr)
+        def shared(kind, value, bucket_s=None, unit="", table=None):
+            e = (events if table is None else table).mutate(v=value)
+            e = e.filter(e.v.notnull() & (e.v != ""))
+            key = e.v if bucket_s is None else e.v + "@" + _bucket(e.timestamp, bucket_s).cast("string")
+            obs = e.select(account_id=e.account_id, key=key, value=e.v)
+            add(_shared_value_edges(obs, kind, cfg, accounts, unit=unit))
 
-    def shared(kind, value, bucket_s=None, unit="", table=None):
-        e = (events if table is None else table).mutate(v=value)
-        e = e.filter(e.v.notnull() & (e.v != ""))
-        key = e.v if bucket_s is None else e.v + "@" + _bucket(e.timestamp, bucket_s).cast("string")
-        obs = e.select(account_id=e.account_id, key=key, value=e.v)
-        add(_shared_value_edges(obs, kind, cfg, accounts, unit=unit))
+        if on["payment"]:
+            shared("payment", events.payment_fingerprint)
+        if on["ip"]:
+            shared("ip", events.ip, cfg.kind("ip").bucket_s, unit=f"{cfg.kind('ip').bucket_s}s windows")
+        if on["ip24"]:
+            # prefixes are worked out once per distinct address (a small table), then joined back to the events
+            ipmap = ibis.memtable(_ip_prefixes(events.select("ip").distinct().to_pyarrow()))
+            seen = events.join(ipmap, "ip")
+            bs = cfg.kind("ip24").bucket_s
+            shared("ip24", seen.prefix, bs, unit=f"{bs}s windows", table=seen)
+        if on["asn"]:
+            shared("asn", events.asn, cfg.kind("asn").bucket_s, unit=f"{cfg.kind('asn').bucket_s}s windows")
+        if on["user_agent"]:
+            shared("user_agent", events.user_agent)
+        if on["created_burst"]:
+            for expr in _burst_edges(acc, accounts, cfg):
+                add(expr)
+        if signals is not None:
+            if on["template"] or cfg.set_base > 0:
+                # used three times (template, template_set, partition): computed once, a table of distinct
+                # (account, template cluster) pairs
+                acct_tpl = ibis.memtable(_account_templates(signals, cfg).to_pyarrow())
+                rep = acct_tpl.filter(acct_tpl.uses >= cfg.template_min_uses)
+                if on["template"]:
+                    add(_shared_value_edges(rep.select("account_id", "key", "value"), "template", cfg, accounts))
+                sketched.append(pool.submit(_template_set_edges, _template_set_data(acct_tpl, accounts, cfg), cfg))
+            if on["system_prompt"]:
+                sp = signals.filter(signals.system_prompt_id.notnull())
+                add(_shared_value_edges(
+                    sp.select("account_id", key=sp.system_prompt_id, value=sp.system_prompt_id),
+                    "system_prompt", cfg, accounts))
+            add(_partition_edges(signals, cfg, rep if on["template"] else None, accounts))
+        if cfg.sync_base > 0:
+            sketched.append(pool.submit(_sync_edges, _sync_data(events, accounts, cfg), cfg))
 
-    if on["payment"]:
-        shared("payment", events.payment_fingerprint)
-    if on["ip"]:
-        shared("ip", events.ip, cfg.kind("ip").bucket_s, unit=f"{cfg.kind('ip').bucket_s}s windows")
-    if on["ip24"]:
-        # prefixes are worked out once per distinct address (a small table), then joined back to the events
-        ipmap = ibis.memtable(_ip_prefixes(events.select("ip").distinct().to_pyarrow()))
-        seen = events.join(ipmap, "ip")
-        bs = cfg.kind("ip24").bucket_s
-        shared("ip24", seen.prefix, bs, unit=f"{bs}s windows", table=seen)
-    if on["asn"]:
-        shared("asn", events.asn, cfg.kind("asn").bucket_s, unit=f"{cfg.kind('asn').bucket_s}s windows")
-    if on["user_agent"]:
-        shared("user_agent", events.user_agent)
-    if on["created_burst"]:
-        for expr in _burst_edges(acc, accounts, cfg):
-            add(expr)
-    if signals is not None:
-        if on["template"] or cfg.set_base > 0:
-            # used three times (template, template_set, partition): computed once, a table of distinct
-            # (account, template cluster) pairs
-            acct_tpl = ibis.memtable(_account_templates(signals, cfg).to_pyarrow())
-            rep = acct_tpl.filter(acct_tpl.uses >= cfg.template_min_uses)
-            if on["template"]:
-                add(_shared_value_edges(rep.select("account_id", "key", "value"), "template", cfg, accounts))
-            arrow_parts.append(_template_set_edges(acct_tpl, accounts, cfg))
-        if on["system_prompt"]:
-            sp = signals.filter(signals.system_prompt_id.notnull())
-            add(_shared_value_edges(
-                sp.select("account_id", key=sp.system_prompt_id, value=sp.system_prompt_id),
-                "system_prompt", cfg, accounts))
-        arrow_parts.append(_partition_edges(signals, cfg, rep if on["template"] else None, accounts).to_pyarrow())
-    if cfg.sync_base > 0:
-        arrow_parts.append(_sync_edges(events, accounts, cfg))
-
-    tables = [p.to_pyarrow().cast(_IDX_SCHEMA) for p in parts] + [t.cast(_IDX_SCHEMA) for t in arrow_parts]
+        tables = [p.to_pyarrow().cast(_IDX_SCHEMA) for p in parts]
+        tables += [f.result().cast(_IDX_SCHEMA) for f in sketched]
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
     out = pa.concat_tables(tables) if tables else _IDX_SCHEMA.empty_table()
     return _finish(out, ents, cfg)
 
