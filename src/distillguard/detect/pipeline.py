@@ -102,8 +102,9 @@ def _slim(batch: pa.RecordBatch) -> pa.RecordBatch:
 
 
 def _after_signals(table: pa.Table) -> pa.Table:
-    """What later stages keep of a chunk once its signals exist: same schema, ``system_text`` null and
-    ``user_text`` cut to :data:`KEEP_TEXT_CHARS` (copied, so the chunk's full texts can be freed)."""
+    """What later stages keep of a chunk once its signals exist: same columns, ``system_text`` null and
+    ``user_text`` cut to :data:`KEEP_TEXT_CHARS` and dictionary-encoded (each repeated prompt held once; a
+    copy, so the chunk's full texts can be freed)."""
     import pyarrow.compute as pc
 
     cols = []
@@ -111,10 +112,14 @@ def _after_signals(table: pa.Table) -> pa.Table:
         col = table.column(i)
         if f.name == "system_text" or f.name in _UNUSED_COLUMNS:
             col = pa.nulls(table.num_rows, f.type)
-        elif f.name == "user_text":
-            col = pc.utf8_slice_codeunits(col.combine_chunks(), 0, KEEP_TEXT_CHARS)
+        elif f.name == "user_text":  # repeated prompts kept once: dictionary-encoded per chunk
+            col = pc.dictionary_encode(pc.utf8_slice_codeunits(col.combine_chunks(), 0, KEEP_TEXT_CHARS))
         cols.append(col)
-    return pa.Table.from_arrays(cols, schema=table.schema)
+    schema = table.schema
+    if "user_text" in schema.names:
+        i = schema.get_field_index("user_text")
+        schema = schema.set(i, schema.field(i).with_type(cols[i].type))
+    return pa.Table.from_arrays(cols, schema=schema)
 
 
 #: signal columns that describe the request itself rather than its text (taken from each row, never cached)
@@ -209,7 +214,8 @@ def stream_events(paths_or_store: Any, *, quarantine: str | Path | None = None, 
     :data:`SIGNAL_CHUNK_ROWS` rows the chunk's signals are computed and only its slim form is kept
     (:func:`_after_signals`), so full texts are never held for more than one chunk. Signals depend on each
     request's own text only, so they equal :func:`compute_signals` over the whole table; ``events`` keeps
-    :data:`~distillguard.schema.EVENT_SCHEMA` with the text columns cut. Arrow tables and stores are returned
+    the :data:`~distillguard.schema.EVENT_SCHEMA` columns with the text columns cut (``user_text``
+    dictionary-encoded). Arrow tables and stores are returned
     as :func:`load_events` does (signals computed here when missing). ``timings`` gets ``read_s`` and
     ``signals_s``. ``signal_fn``: computes one chunk's signals (default :func:`compute_signals`)."""
     from distillguard.schema import EVENT_SCHEMA
