@@ -162,3 +162,20 @@ def test_weights_fall_with_group_size():
     assert w[("p0", "p1")] > max(group)
     assert len(group) <= 200 * LinkConfig().k_neighbors
     assert np.allclose(group, group[0])
+
+
+def test_edge_order_packed_and_lexsort_agree_with_arrow():
+    import numpy as np
+    import pyarrow as pa
+
+    from distillguard.linking.edges import _edge_order
+
+    rng = np.random.default_rng(5)
+    n, m = 50, 4000
+    kr, src, dst = rng.integers(0, 7, m), rng.integers(0, n, m), rng.integers(0, n, m)
+    want = pa.table({"k": kr, "s": src, "d": dst}).sort_by([("k", "ascending"), ("s", "ascending"),
+                                                             ("d", "ascending")])
+    for packed in (True, False, None):
+        order = _edge_order(kr, src, dst, n, 7, packed)
+        got = pa.table({"k": kr[order], "s": src[order], "d": dst[order]})
+        assert got.equals(want)

@@ -498,16 +498,36 @@ def _finish(out: pa.Table, ents: pa.Table, cfg: LinkConfig) -> pa.Table:
 
     if out.num_rows == 0:
         return _empty()
-    out = out.filter(pc.greater_equal(out["weight"], cfg.min_edge_weight))
+    out = out.combine_chunks()
     src = out["src"].to_numpy()
     dst = out["dst"].to_numpy()
+    weight = out["weight"].to_numpy()
     ent = pc.dictionary_encode(ents["entity"]).combine_chunks().indices.to_numpy(zero_copy_only=False)
-    out = out.filter(pa.array((ent[src] != ent[dst]) & (src != dst)))
+    keep = np.flatnonzero((weight >= cfg.min_edge_weight) & (ent[src] != ent[dst]) & (src != dst))
+    # the order of (kind, src id, dst id): account indices follow account order, and each kind is ranked by
+    # its name in byte order (as a string sort would); one numpy sort of integers, then a single take
+    kinds = pc.dictionary_encode(out["kind"].combine_chunks())
+    names_k = kinds.dictionary.to_pylist()
+    by_name = sorted(range(len(names_k)), key=lambda i: names_k[i].encode("utf-8"))
+    krank = np.empty(len(names_k), np.int64)
+    krank[by_name] = np.arange(len(names_k))
+    kr = krank[kinds.indices.to_numpy(zero_copy_only=False)]
+    order = keep[_edge_order(kr[keep], src[keep], dst[keep], int(len(ents)), len(names_k))]
+    out = out.take(pa.array(order))
     # parallel sums differ in the last bits from run to run: round so the output is reproducible
     out = out.set_column(out.schema.get_field_index("weight"), "weight", pc.round(out["weight"], 9))
-    # account indices follow account order, so this is the order of (kind, src id, dst id)
-    out = out.sort_by([("kind", "ascending"), ("src", "ascending"), ("dst", "ascending")])
     names = ents.column("account_id")
     cols = {"src": names.take(out["src"]), "dst": names.take(out["dst"])}
     out = pa.table([cols.get(f.name, out.column(f.name)).cast(f.type) for f in EDGE_SCHEMA], schema=EDGE_SCHEMA)
     return out.combine_chunks()
+
+
+def _edge_order(kind_rank: np.ndarray, src: np.ndarray, dst: np.ndarray, n_accounts: int, n_kinds: int,
+                packed: bool | None = None) -> np.ndarray:
+    """Stable order of rows by (kind rank, src, dst): one sort of a packed integer key when the three fit
+    in 62 bits (``packed`` None: decided here), else a lexsort (same order)."""
+    if packed is None:
+        packed = n_kinds * n_accounts * n_accounts < 2**62
+    if packed:
+        return np.argsort((kind_rank * n_accounts + src) * n_accounts + dst, kind="stable")
+    return np.lexsort((dst, src, kind_rank))
