@@ -101,3 +101,28 @@ def test_min_size_and_empty_inputs(linked):
         find_campaigns(edges, pa.table({"account_id": ["x"], "score": [1.5]}))
     with pytest.raises(ValueError, match="weight"):
         find_campaigns(edges.drop_columns(["weight"]), None)
+
+
+def test_detail_values_equal_the_regex_capture_on_odd_details():
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from distillguard.linking.campaigns import _VALUE_RE, _detail_values
+
+    details = [
+        "ip 10.0.0.1 (3 customers)", "ip 10.0.0.1 (3 customers); 2 shared values in 4 shared 3600s windows",
+        "user_agent Mozilla/5.0 (X11; Linux) (12 customers)", "ip  spaced (4 customers)", "ip\ttab (4 customers)",
+        "asn AS1 (5 customers) and AS2 (6 customers)", "asn x (7 customers) tail (8 customers)",
+        "ua new\nline (2 customers)", "ua ünïcødé 値 (9 customers)", "payment pf_1 (customers)",
+        "payment pf_1 ( 3 customers)", "payment pf_1(3 customers)", "ip  (3 customers)", "ip (3 customers)",
+        "partition gsm8k: 3+4 of 100 items, 0 shared", "", None, "sync co-active in ~5 of 9/9 60s buckets",
+        " leading (3 customers)", "x y (0123 customers)", "(1 customers)", "k v (1 customers)\n(2 customers)",
+    ] * 3
+    arr = pa.array(details, pa.string())
+    pattern = _VALUE_RE.pattern.replace("(", "(?P<v>", 1).replace(r"((\d+)", r"((?P<n>\d+)", 1)
+    want = pc.struct_field(pc.extract_regex(arr, pattern), "v")
+    for chunk in (4, 7, 1000):
+        got = _detail_values(arr, chunk=chunk)
+        assert got.to_pylist() == want.to_pylist()
+    assert _detail_values(pa.array([], pa.string())).to_pylist() == []
+    assert _detail_values(arr.slice(5, 9)).to_pylist() == want.slice(5, 9).to_pylist()
