@@ -215,7 +215,9 @@ def test_scan_caps_duckdb_memory_and_restores_it(world, monkeypatch):
 
 def test_duckdb_gets_what_the_budget_leaves(monkeypatch):
     monkeypatch.setattr(pipeline, "_rss_mb", lambda: 1500.0)
-    assert pipeline.duckdb_memory_limit_mb(10_000) == 10_000 - 1500 - pipeline.DUCKDB_RESERVE_MB
+    assert pipeline.duckdb_memory_limit_mb(10_000) == 10_000 - 1500 - 10_000 * pipeline.DUCKDB_RESERVE_SHARE
     assert pipeline.duckdb_memory_limit_mb(2_000) == pipeline.MIN_DUCKDB_MEMORY_MB  # never below the floor
+    monkeypatch.setattr(pipeline, "_rss_mb", lambda: 100.0)
+    assert pipeline.duckdb_memory_limit_mb(950) == 950 - 100 - pipeline.DUCKDB_RESERVE_MB  # the reserve's floor
     monkeypatch.undo()
     assert pipeline._rss_mb() > 10  # this process, read from /proc

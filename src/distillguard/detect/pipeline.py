@@ -313,7 +313,8 @@ def _feature_inputs(events: pa.Table, signals: pa.Table, ev_t, sg_t) -> tuple:
 def _duckdb_memory_cap(budget_mb_per_m_events: float | None, n_events: int):
     """Caps the memory of Ibis's default DuckDB backend (where the in-process stages run) while the block
     runs: the scan's budget (``budget_mb_per_m_events`` per million events) less what this process already
-    holds and :data:`DUCKDB_RESERVE_MB` for the Python side, at least :data:`MIN_DUCKDB_MEMORY_MB`. Beyond
+    holds and a reserve for the Python side (:func:`duckdb_memory_limit_mb`), at least
+    :data:`MIN_DUCKDB_MEMORY_MB`. Beyond
     the cap DuckDB spills to its temporary directory instead of growing. ``None`` or 0: no cap."""
     if not budget_mb_per_m_events:
         yield
@@ -335,8 +336,11 @@ def _duckdb_memory_cap(budget_mb_per_m_events: float | None, n_events: int):
 
 
 def duckdb_memory_limit_mb(budget_mb: float) -> int:
-    """DuckDB's share of a ``budget_mb`` memory budget for this process now (see :func:`_duckdb_memory_cap`)."""
-    return int(max(MIN_DUCKDB_MEMORY_MB, budget_mb - _rss_mb() - DUCKDB_RESERVE_MB))
+    """DuckDB's share of a ``budget_mb`` memory budget for this process now (see :func:`_duckdb_memory_cap`):
+    the budget less what the process holds and a reserve for the Python side of the later stages (edge and
+    result tables grow with the traffic, so the reserve does too)."""
+    reserve = max(DUCKDB_RESERVE_MB, DUCKDB_RESERVE_SHARE * budget_mb)
+    return int(max(MIN_DUCKDB_MEMORY_MB, budget_mb - _rss_mb() - reserve))
 
 
 def _rss_mb() -> float:
@@ -351,6 +355,8 @@ def _rss_mb() -> float:
 #: the smallest DuckDB memory cap a scan sets, and what it leaves the Python side of the later stages
 MIN_DUCKDB_MEMORY_MB = 512
 DUCKDB_RESERVE_MB = 200
+#: the reserve as a share of the budget, where that is more than DUCKDB_RESERVE_MB (5M events: 2 GB)
+DUCKDB_RESERVE_SHARE = 0.2
 
 
 class _ReadAhead:
