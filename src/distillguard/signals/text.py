@@ -556,8 +556,10 @@ def _tokens(arr: pa.Array) -> tuple[pa.Array, np.ndarray]:
     if not len(data):
         return pa.array([], pa.large_string()), np.zeros(0, np.int64)
     w = _WORD_BYTE[data]
-    inner = off[1:-1]
-    cuts = [inner[np.diff(off[:-1]) > 0]]  # a token may not run across two strings (one cut per offset)
+    # cut[i]: a token may not run across byte i-1 and byte i (the start of each string, and either side of a
+    # CJK character, which is a token of its own)
+    cut = np.zeros(len(data) + 1, bool)
+    cut[off[:-1]] = True
     lead = np.flatnonzero(data >= 0xC0)  # first byte of each non-ASCII character
     if len(lead):
         b = [data[lead].astype(np.int64)] + [data[np.minimum(lead + k, len(data) - 1)].astype(np.int64) & 0x3F
@@ -573,21 +575,21 @@ def _tokens(arr: pa.Array) -> tuple[pa.Array, np.ndarray]:
             w[lead[m] + k] = cls[m] > 0
         cjk = cls == 2
         if cjk.any():
-            cuts += [lead[cjk], lead[cjk] + size[cjk]]
-    # edge[i]: w[i] != w[i-1] (w is False outside), alternately where a run of word bytes starts and
-    # just after it ends
-    edge = np.empty(len(w) + 1, bool)
-    edge[0], edge[-1] = w[0], w[-1]
-    np.not_equal(w[1:], w[:-1], out=edge[1:-1])
-    change = np.flatnonzero(edge)
-    # a cut inside a run of word bytes ends one token and starts the next (never an edge already: both
-    # neighbours are word bytes), so it enters the sequence twice
-    cut = np.unique(np.concatenate(cuts)) if len(cuts) > 1 else cuts[0]
-    cut = cut[(cut > 0) & (cut < len(w))]
-    cut = cut[w[cut] & w[cut - 1]]
-    if len(cut):
-        change = np.insert(change, np.repeat(np.searchsorted(change, cut), 2), np.repeat(cut, 2))
-    starts, ends = change[0::2], change[1::2]
+            cut[lead[cjk]] = True
+            cut[lead[cjk] + size[cjk]] = True
+    # a token starts at a word byte whose left neighbour is no word byte or across a cut, and ends (exclusive)
+    # after a word byte whose right neighbour is no word byte or across a cut
+    n = len(w)
+    head = np.empty(n, bool)
+    head[0] = w[0]
+    np.greater(w[1:], w[:-1], out=head[1:])  # w[i] and not w[i-1]
+    head |= w & cut[:-1]
+    tail = np.empty(n, bool)
+    tail[-1] = w[-1]
+    np.greater(w[:-1], w[1:], out=tail[:-1])  # w[i] and not w[i+1]
+    tail[:-1] |= w[:-1] & cut[1:-1]
+    starts = np.flatnonzero(head)
+    ends = np.flatnonzero(tail) + 1
     counts = np.diff(np.searchsorted(starts, off, "left"))
     doc = np.repeat(np.arange(len(off) - 1, dtype=np.int64), counts)
     toff = np.empty(len(starts) + 1, np.int64)
