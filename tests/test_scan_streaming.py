@@ -197,18 +197,21 @@ def test_scan_caps_duckdb_memory_and_restores_it(world, monkeypatch):
 
     con = ibis.get_backend().con
     con.execute("SET memory_limit = '3GB'")
-    before = con.execute("SELECT current_setting('memory_limit')").fetchall()[0][0]
+    con.execute("SET enable_progress_bar = true")
+    setting = "SELECT current_setting('memory_limit'), current_setting('enable_progress_bar')"
+    before = con.execute(setting).fetchall()[0]
     seen = []
     real = pipeline.account_features
 
     def spy(*a, **k):
-        seen.append(con.execute("SELECT current_setting('memory_limit')").fetchall()[0][0])
+        seen.append(con.execute(setting).fetchall()[0])
         return real(*a, **k)
 
     monkeypatch.setattr(pipeline, "account_features", spy)
     res = scan(world)
-    assert seen == [_shown("512MB")]  # the floor for a small scan
-    assert con.execute("SELECT current_setting('memory_limit')").fetchall()[0][0] == before
+    # the floor for a small scan, and no progress bar of DuckDB's over the scan's output
+    assert seen == [(_shown(f"{pipeline.MIN_DUCKDB_MEMORY_MB}MB"), False)]
+    assert con.execute(setting).fetchall()[0] == before == (_shown("3GB"), True)
     ids = res.accounts.column("account_id").to_pylist()
     assert ids == sorted(ids)  # accounts come out in a stable order
 
@@ -218,6 +221,7 @@ def test_duckdb_gets_what_the_budget_leaves(monkeypatch):
     assert pipeline.duckdb_memory_limit_mb(10_000) == 10_000 - 1500 - 10_000 * pipeline.DUCKDB_RESERVE_SHARE
     assert pipeline.duckdb_memory_limit_mb(2_000) == pipeline.MIN_DUCKDB_MEMORY_MB  # never below the floor
     monkeypatch.setattr(pipeline, "_rss_mb", lambda: 100.0)
+    monkeypatch.setattr(pipeline, "MIN_DUCKDB_MEMORY_MB", 256)
     assert pipeline.duckdb_memory_limit_mb(950) == 950 - 100 - pipeline.DUCKDB_RESERVE_MB  # the reserve's floor
     monkeypatch.undo()
     assert pipeline._rss_mb() > 10  # this process, read from /proc

@@ -315,7 +315,8 @@ def _duckdb_memory_cap(budget_mb_per_m_events: float | None, n_events: int):
     runs: the scan's budget (``budget_mb_per_m_events`` per million events) less what this process already
     holds and a reserve for the Python side (:func:`duckdb_memory_limit_mb`), at least
     :data:`MIN_DUCKDB_MEMORY_MB`. Beyond
-    the cap DuckDB spills to its temporary directory instead of growing. ``None`` or 0: no cap."""
+    the cap DuckDB spills to its temporary directory instead of growing. ``None`` or 0: no cap. DuckDB's
+    progress bar is off meanwhile. Both settings are restored afterwards."""
     if not budget_mb_per_m_events:
         yield
         return
@@ -327,12 +328,16 @@ def _duckdb_memory_cap(budget_mb_per_m_events: float | None, n_events: int):
         return
     con = backend.con
     previous = con.execute("SELECT current_setting('memory_limit')").fetchall()[0][0]
+    bar = con.execute("SELECT current_setting('enable_progress_bar')").fetchall()[0][0]
     budget = budget_mb_per_m_events * n_events / 1e6
     con.execute(f"SET memory_limit = '{duckdb_memory_limit_mb(budget)}MB'")
+    # DuckDB's own progress bar would print over the scan's output for queries of 2 s and more
+    con.execute("SET enable_progress_bar = false")
     try:
         yield
     finally:
         con.execute("SET memory_limit = ?", [_unrounded(previous)])
+        con.execute(f"SET enable_progress_bar = {'true' if bar else 'false'}")
 
 
 def duckdb_memory_limit_mb(budget_mb: float) -> int:
@@ -352,8 +357,10 @@ def _rss_mb() -> float:
         return 0.0
 
 
-#: the smallest DuckDB memory cap a scan sets, and what it leaves the Python side of the later stages
-MIN_DUCKDB_MEMORY_MB = 512
+#: the smallest DuckDB memory cap a scan sets (at 1M events the budget left is below it; with 512 MB the
+#: linking queries ran 1.5-2 s slower, measured in docs/detection.md), and what it leaves the Python side
+#: of the later stages
+MIN_DUCKDB_MEMORY_MB = 768
 DUCKDB_RESERVE_MB = 200
 #: the reserve as a share of the budget, where that is more than DUCKDB_RESERVE_MB (5M events: 2 GB)
 DUCKDB_RESERVE_SHARE = 0.2
