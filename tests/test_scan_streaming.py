@@ -225,3 +225,39 @@ def test_duckdb_gets_what_the_budget_leaves(monkeypatch):
     assert pipeline.duckdb_memory_limit_mb(950) == 950 - 100 - pipeline.DUCKDB_RESERVE_MB  # the reserve's floor
     monkeypatch.undo()
     assert pipeline._rss_mb() > 10  # this process, read from /proc
+
+
+def test_kept_low_cardinality_columns_are_dictionary_encoded_with_the_same_values(world):
+    whole, _, _ = pipeline.load_events([world])
+    events, _, _ = pipeline.stream_events([world], chunk_rows=60)
+    for name in pipeline._DICT_COLUMNS:
+        col = events.column(name)
+        assert pa.types.is_dictionary(col.type), name
+        assert col.cast(col.type.value_type).to_pylist() == whole.column(name).to_pylist(), name
+    assert events.schema.field("event_id").type == pa.string()  # one value per row: left plain
+
+
+def test_a_chunk_reuses_the_pairs_of_a_chunk_still_being_computed(world):
+    """The scan looks chunk k+1 up while chunk k's signals are computed on a helper thread: pairs first seen in
+    chunk k are not computed again, and both chunks' rows come out as computed one after the other."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    whole, _, _ = pipeline.load_events([world])
+    first, second = whole.slice(0, 70), whole.slice(40, 70)  # 30 rows in common
+    gate, calls = threading.Event(), []
+
+    def slow(events):
+        calls.append(events.num_rows)
+        gate.wait(10)
+        return compute_signals(events)
+
+    cache = pipeline._TextSignalCache(slow)
+    with ThreadPoolExecutor(1) as ex:
+        a = cache.submit(first, ex)
+        b = cache.submit(second, ex)  # looked up while the first chunk is still being computed
+        gate.set()
+        got = pa.concat_tables([cache.finish(a), cache.finish(b)])
+    pairs = lambda t: set(zip(t.column("system_text").to_pylist(), t.column("user_text").to_pylist()))  # noqa: E731
+    assert calls[0] == len(pairs(first)) and sum(calls) == len(pairs(first) | pairs(second))
+    assert got.equals(pa.concat_tables([compute_signals(first), compute_signals(second)]))

@@ -365,6 +365,8 @@ class PeerIntel:
             import pyarrow.compute as pc
 
             vals = table.column(col)
+            if pa.types.is_dictionary(vals.type):  # a scan keeps low-cardinality columns dictionary-encoded
+                vals = vals.cast(vals.type.value_type)
             uniq = pc.unique(pc.drop_null(vals))
             if prefilter is not None:
                 uniq = prefilter(uniq)
