@@ -261,3 +261,15 @@ def test_a_chunk_reuses_the_pairs_of_a_chunk_still_being_computed(world):
     pairs = lambda t: set(zip(t.column("system_text").to_pylist(), t.column("user_text").to_pylist()))  # noqa: E731
     assert calls[0] == len(pairs(first)) and sum(calls) == len(pairs(first) | pairs(second))
     assert got.equals(pa.concat_tables([compute_signals(first), compute_signals(second)]))
+
+
+def test_text_cache_digests_tell_pairs_apart_and_match_across_calls():
+    system = pa.array([None, "", "ab", "a", "ab", None, "x\u00e9"], pa.string())
+    user = pa.array(["c", "c", "c", "bc", "c", "\x00c", ""], pa.string())
+    d = pipeline._TextSignalCache._digests(system, user)
+    assert d[2] == d[4] and len({d[i] for i in (0, 1, 2, 3, 5, 6)}) == 6  # null vs empty, where the cut falls
+    # slices (Arrow offsets) give the same digests as whole arrays
+    assert pipeline._TextSignalCache._digests(system.slice(2, 4), user.slice(2, 4)) == d[2:6]
+    big = pa.array(["s"] * 3, pa.large_string())
+    assert pipeline._TextSignalCache._digests(big, pa.array(["u"] * 3, pa.large_string()))[0] == \
+        pipeline._TextSignalCache._digests(pa.array(["s"]), pa.array(["u"]))[0]

@@ -154,18 +154,30 @@ class _TextSignalCache:
         self._asked = False  # a first chunk was sent to compute (which gives the schema)
 
     @staticmethod
-    def _digests(system: list, user: list) -> list[bytes]:
+    def _digests(system: pa.Array, user: pa.Array) -> list[bytes]:
+        """BLAKE2 digest of each (system, user) pair: fed slices of the Arrow buffers (no Python string per
+        text); a null system text and an empty one differ, and the system text's length is hashed too."""
         from hashlib import blake2b
 
+        def parts(arr: pa.Array) -> tuple[list[int], memoryview]:
+            arr = arr.cast(pa.large_string())
+            _, off_buf, data_buf = arr.buffers()
+            off = np.frombuffer(off_buf, np.int64, len(arr) + 1, arr.offset * 8).tolist()
+            return off, memoryview(data_buf if data_buf is not None else b"")
+
+        s_off, s_data = parts(system)
+        u_off, u_data = parts(user)
+        valid = system.is_valid().to_numpy(zero_copy_only=False).tolist()
         out = []
-        for s, u in zip(system, user):
+        for k in range(len(user)):
             h = blake2b(digest_size=16)
-            if s is None:
-                h.update(b"\x00")
+            if valid[k]:
+                a, b = s_off[k], s_off[k + 1]
+                h.update(b"\x01" + (b - a).to_bytes(8, "little"))
+                h.update(s_data[a:b])
             else:
-                b = s.encode("utf-8", "surrogatepass")
-                h.update(b"\x01" + len(b).to_bytes(8, "little") + b)
-            h.update((u or "").encode("utf-8", "surrogatepass"))
+                h.update(b"\x00")
+            h.update(u_data[u_off[k]:u_off[k + 1]])
             out.append(h.digest())
         return out
 
@@ -184,7 +196,7 @@ class _TextSignalCache:
         system = chunk.column("system_text").combine_chunks()
         user = pc.fill_null(chunk.column("user_text").combine_chunks(), "")
         pair_of_row, first = _distinct_pairs(system, user)
-        digests = self._digests(system.take(first).to_pylist(), user.take(first).to_pylist())
+        digests = self._digests(system.take(first), user.take(first))
         slot = np.empty(len(first), np.int64)
         new_pairs: list[int] = []
         index = self.index
