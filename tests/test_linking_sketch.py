@@ -40,6 +40,25 @@ def test_minhash_estimates_jaccard_and_lsh_finds_similar_sets():
     assert (0, 1) in pairs and (0, 3) not in pairs and all(x < y for x, y in pairs)
 
 
+def test_minhash_signatures_do_not_depend_on_the_chunk_size():
+    rng = np.random.default_rng(3)
+    owner = rng.integers(0, 50, 3000)  # owners' items fall in several chunks
+    items = rng.integers(0, 2**40, 3000)
+    whole = minhash_signatures(owner, items, 60, 64, seed=7, chunk=10**6)
+    assert (whole[50:] == np.iinfo(np.uint32).max).all()  # owners without items keep the all-ones signature
+    for chunk in (1, 7, 1000):
+        assert np.array_equal(minhash_signatures(owner, items, 60, 64, seed=7, chunk=chunk), whole)
+    # the multiply-shift hash, written out for one owner
+    rng2 = np.random.default_rng(7)
+    a = rng2.integers(1, 2**63 - 1, size=64, dtype=np.int64).astype(np.uint64) | np.uint64(1)
+    b = rng2.integers(0, 2**63 - 1, size=64, dtype=np.int64).astype(np.uint64)
+    from distillguard.linking.sketch import stable_hash64
+    mine = stable_hash64(items[owner == 0], 7)
+    with np.errstate(over="ignore"):
+        expect = ((mine[:, None] * a[None, :] + b[None, :]) >> np.uint64(32)).astype(np.uint32).min(axis=0)
+    assert np.array_equal(whole[0], expect)
+
+
 def test_simhash_leaders_group_near_duplicates_only():
     rng = np.random.default_rng(5)
     centre = int(rng.integers(0, 2**62))

@@ -164,6 +164,11 @@ def template_clusters(signals: ir.Table, cfg: LinkConfig) -> ir.Table:
     """Map each ``template_sig`` to a cluster of near-duplicate templates (SimHash within
     ``simhash_max_distance`` bits of the most used signature nearby). Columns: template_sig,
     cluster (string), cluster_tid (the leader's most used template_id)."""
+    return _clusters_from(_template_uses(signals), cfg)
+
+
+def _template_uses(signals: ir.Table) -> pa.Table:
+    """The relational half of :func:`template_clusters`: ``template_sig, uses, tid`` per signature."""
     s = signals.filter(signals.template_sig.notnull())
     # the most used template_id of each signature, ties to the smallest (``mode()`` picks any of a tie, so
     # runs and engines would disagree)
@@ -173,7 +178,11 @@ def template_clusters(signals: ir.Table, cfg: LinkConfig) -> ir.Table:
     best = pt.join(top, [pt.template_sig == top.template_sig, pt.c == top.cmax])
     mode = best.group_by("template_sig").aggregate(tid=best.template_id.min())
     per = uses.left_join(mode, uses.template_sig == mode.template_sig).select("template_sig", "uses", "tid")
-    t = per.to_pyarrow()
+    return per.to_pyarrow()
+
+
+def _clusters_from(t: pa.Table, cfg: LinkConfig) -> ir.Table:
+    """The numpy half of :func:`template_clusters` (SimHash leaders), from :func:`_template_uses`."""
     if t.num_rows == 0:
         return ibis.memtable(pa.table({"template_sig": pa.array([], pa.int64()), "cluster": pa.array([], pa.string()),
                                        "cluster_tid": pa.array([], pa.string())}))
@@ -187,9 +196,11 @@ def template_clusters(signals: ir.Table, cfg: LinkConfig) -> ir.Table:
                                    "cluster_tid": pa.array(tids[lead].tolist(), pa.string())}))
 
 
-def _account_templates(signals: ir.Table, cfg: LinkConfig) -> ir.Table:
-    """(account_id, key=cluster, value=cluster's template_id, uses) for every account and template cluster."""
-    clusters = template_clusters(signals, cfg)
+def _account_templates(signals: ir.Table, cfg: LinkConfig, clusters: ir.Table | None = None) -> ir.Table:
+    """(account_id, key=cluster, value=cluster's template_id, uses) for every account and template cluster
+    (``clusters``: :func:`template_clusters` of ``signals`` when already computed)."""
+    if clusters is None:
+        clusters = template_clusters(signals, cfg)
     s = signals.filter(signals.template_id.notnull())
     s = s.left_join(clusters, s.template_sig == clusters.template_sig)
     key = s.cluster.coalesce("t" + s.template_id)
@@ -392,15 +403,21 @@ def build_edges(events, signals=None, *, config: LinkConfig | None = None) -> pa
     ents = _account_index(acc.select("account_id", "org").to_pyarrow())
     accounts = ibis.memtable(ents)
     on = {k: cfg.kind(k).enabled for k in SHARED_VALUE_KINDS}
-    parts: list[ir.Table] = []
-    # the MinHash kinds' numpy halves (which release the GIL) run on a helper thread while the engine runs
-    # the remaining queries; the results are the same as one after the other
+    tables: list[pa.Table] = []
+    # the numpy halves (SimHash leaders of the template clusters, the MinHash kinds; numpy releases the GIL)
+    # run on a helper thread while the engine runs the other queries, each run as soon as it is built; the
+    # results are the same as one after the other
     pool = ThreadPoolExecutor(1, thread_name_prefix="distillguard-sketch")
     sketched: list = []
     try:
         def add(expr: ir.Table | None) -> None:
             if expr is not None:
-                parts.append(expr)
+                tables.append(expr.to_pyarrow().cast(_IDX_SCHEMA))
+
+        want_templates = signals is not None and (on["template"] or cfg.set_base > 0)
+        clusters = pool.submit(_clusters_from, _template_uses(signals), cfg) if want_templates else None
+        if cfg.sync_base > 0:
+            sketched.append(pool.submit(_sync_edges, _sync_data(events, accounts, cfg), cfg))
 
         def shared(kind, value, bucket_s=None, unit="", table=None):
             e = (events if table is None else table).mutate(v=value)
@@ -427,10 +444,10 @@ def build_edges(events, signals=None, *, config: LinkConfig | None = None) -> pa
             for expr in _burst_edges(acc, accounts, cfg):
                 add(expr)
         if signals is not None:
-            if on["template"] or cfg.set_base > 0:
+            if want_templates:
                 # used three times (template, template_set, partition): computed once, a table of distinct
                 # (account, template cluster) pairs
-                acct_tpl = ibis.memtable(_account_templates(signals, cfg).to_pyarrow())
+                acct_tpl = ibis.memtable(_account_templates(signals, cfg, clusters.result()).to_pyarrow())
                 rep = acct_tpl.filter(acct_tpl.uses >= cfg.template_min_uses)
                 if on["template"]:
                     add(_shared_value_edges(rep.select("account_id", "key", "value"), "template", cfg, accounts))
@@ -441,10 +458,6 @@ def build_edges(events, signals=None, *, config: LinkConfig | None = None) -> pa
                     sp.select("account_id", key=sp.system_prompt_id, value=sp.system_prompt_id),
                     "system_prompt", cfg, accounts))
             add(_partition_edges(signals, cfg, rep if on["template"] else None, accounts))
-        if cfg.sync_base > 0:
-            sketched.append(pool.submit(_sync_edges, _sync_data(events, accounts, cfg), cfg))
-
-        tables = [p.to_pyarrow().cast(_IDX_SCHEMA) for p in parts]
         tables += [f.result().cast(_IDX_SCHEMA) for f in sketched]
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
