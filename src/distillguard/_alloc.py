@@ -9,6 +9,8 @@ unchanged (measured, docs/detection.md); memory freed at the end is kept by the 
 returned to the system. The collector scans the millions of objects the stages create and never finds
 cycles there.
 
+Arrow's default memory pool is switched to the system allocator (so the tuned heap) at the same time.
+
 Opt out with ``DISTILLGUARD_MALLOC_TUNING=0``. Only glibc is tuned; elsewhere :func:`tune_malloc` does nothing.
 """
 
@@ -58,6 +60,12 @@ def tune_malloc() -> bool:
         ok = all(mallopt(param, value) == 1 for param, value in (
             (_M_MMAP_THRESHOLD, MMAP_THRESHOLD), (_M_TRIM_THRESHOLD, TRIM_THRESHOLD), (_M_TOP_PAD, TOP_PAD),
             (_M_ARENA_MAX, ARENA_MAX)))
+        if ok:
+            # Arrow's buffers from the same tuned heap: its default pool (mimalloc) hands freed pages back
+            # and faults them in again (1.5-2.5 CPU-s of kernel time per 1M events; peak memory also lower)
+            import pyarrow as pa
+
+            pa.set_memory_pool(pa.system_memory_pool())
         _state["applied"] = ok
         return ok
 
