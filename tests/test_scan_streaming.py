@@ -273,3 +273,17 @@ def test_text_cache_digests_tell_pairs_apart_and_match_across_calls():
     big = pa.array(["s"] * 3, pa.large_string())
     assert pipeline._TextSignalCache._digests(big, pa.array(["u"] * 3, pa.large_string()))[0] == \
         pipeline._TextSignalCache._digests(pa.array(["s"]), pa.array(["u"]))[0]
+
+
+def test_an_error_computing_a_chunks_signals_reaches_the_caller(world):
+    calls = []
+
+    def broken(events):
+        calls.append(events.num_rows)
+        if len(calls) == 2:
+            raise RuntimeError("detector plugin failed")
+        return compute_signals(events)
+
+    with pytest.raises(RuntimeError, match="detector plugin failed"):
+        pipeline.stream_events([world], chunk_rows=60, signal_fn=broken)
+    assert len(calls) >= 2
