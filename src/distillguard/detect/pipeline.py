@@ -102,11 +102,11 @@ def _slim(batch: pa.RecordBatch) -> pa.RecordBatch:
     return pa.RecordBatch.from_arrays(cols, schema=batch.schema)
 
 
-def _after_signals(table: pa.Table) -> pa.Table:
+def _after_signals(table: pa.Table, *, encode: bool = True) -> pa.Table:
     """What later stages keep of a chunk once its signals exist: same columns, ``system_text`` null,
     ``user_text`` cut to :data:`KEEP_TEXT_CHARS` and dictionary-encoded (each repeated prompt held once; a
     copy, so the chunk's full texts can be freed), and the :data:`_DICT_COLUMNS` dictionary-encoded (at 1M
-    events the kept events take 268 MB instead of 360 MB)."""
+    events the kept events take 268 MB instead of 360 MB; ``encode=False`` leaves them plain)."""
     import pyarrow.compute as pc
 
     cols = []
@@ -116,7 +116,7 @@ def _after_signals(table: pa.Table) -> pa.Table:
             col = pa.nulls(table.num_rows, f.type)
         elif f.name == "user_text":  # repeated prompts kept once: dictionary-encoded per chunk
             col = pc.dictionary_encode(pc.utf8_slice_codeunits(col.combine_chunks(), 0, KEEP_TEXT_CHARS))
-        elif f.name in _DICT_COLUMNS:  # few distinct values (customers, addresses, agents): kept once each
+        elif encode and f.name in _DICT_COLUMNS:  # few distinct values (customers, addresses, agents): kept once each
             col = pc.dictionary_encode(col.combine_chunks())
         cols.append(col)
     schema = table.schema

@@ -296,7 +296,9 @@ def _with_signals_batches(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.Reco
         rejects = table.filter(pc.invert(good_mask))
         if good.num_rows:
             sig = compute_signals(good.select([c for c in SIGNAL_INPUTS if c in good.column_names])).cast(SIGNAL_SCHEMA)
-            good = _after_signals(good)  # as the DuckDB scan: system text dropped, user text cut, before caching
+            # as the DuckDB scan: system text dropped, user text cut, before caching (Spark stores the other
+            # columns in its own format: no dictionary encoding of them here)
+            good = _after_signals(good, encode=False)
             cols = [good.column(f.name) for f in _SLIM_FIELDS] + [sig.column(f.name) for f in _SIGNAL_ONLY]
             cols.append(good.column(_REJECT))
             yield from pa.Table.from_arrays(cols, schema=_SCAN_SCHEMA).to_batches()
