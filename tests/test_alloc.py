@@ -70,3 +70,32 @@ def test_scan_pauses_the_collector_only_while_it_runs(tmp_path):
     Scanner().scan([sim.events_path], progress=lambda msg: seen.append(gc.isenabled()))
     assert seen and not any(seen)
     assert gc.isenabled()
+
+
+_TRIM_PROBE = """
+import numpy as np
+from distillguard import _alloc
+def rss():
+    with open("/proc/self/statm") as fh:
+        return int(fh.read().split()[1]) * 4096 / 2**20
+before_tuning = _alloc.release_heap()
+_alloc.tune_malloc()
+base = rss()
+blocks = [np.ones(2**20 // 8) for _ in range(400)]  # 400 MiB in heap-sized pieces (kept under the thresholds)
+del blocks
+held = rss()
+released = _alloc.release_heap()
+print(before_tuning, released, round(held - base), round(rss() - base))
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc_trim is Linux-only")
+def test_release_heap_returns_what_the_tuned_heap_kept():
+    out = subprocess.run([sys.executable, "-c", _TRIM_PROBE], capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "DISTILLGUARD_MALLOC_TUNING": "1"})
+    assert out.returncode == 0, out.stderr
+    before, released, held, after = out.stdout.split()
+    assert before == "False"  # nothing is trimmed where the thresholds were not applied
+    assert released == "True"
+    assert int(held) > 300  # the tuned heap kept the freed arrays resident ...
+    assert int(after) < 50  # ... until they were handed back

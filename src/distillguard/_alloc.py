@@ -22,7 +22,7 @@ import gc
 import os
 import threading
 
-__all__ = ["tune_malloc", "paused_gc", "MMAP_THRESHOLD", "TRIM_THRESHOLD", "TOP_PAD", "ARENA_MAX"]
+__all__ = ["tune_malloc", "paused_gc", "release_heap", "MMAP_THRESHOLD", "TRIM_THRESHOLD", "TOP_PAD", "ARENA_MAX"]
 
 #: allocations from this size up get their own mapping (glibc's default starts at 128 KiB, adapts up to 32 MiB)
 MMAP_THRESHOLD = 512 * 2**20
@@ -68,6 +68,22 @@ def tune_malloc() -> bool:
             pa.set_memory_pool(pa.system_memory_pool())
         _state["applied"] = ok
         return ok
+
+
+def release_heap() -> bool:
+    """Hand the heap's free memory back to the system now (glibc's ``malloc_trim``), where :func:`tune_malloc`
+    applied its thresholds: they keep up to :data:`TRIM_THRESHOLD` of freed memory for reuse, which a stage
+    that has just dropped its large arrays should not carry into the next one as resident memory. Returns
+    whether memory was released."""
+    if not _state["applied"]:
+        return False
+    try:
+        trim = ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError):
+        return False
+    trim.argtypes = [ctypes.c_size_t]
+    trim.restype = ctypes.c_int
+    return bool(trim(0))
 
 
 @contextlib.contextmanager

@@ -19,7 +19,7 @@ import numpy as np
 import orjson
 import pyarrow as pa
 
-from distillguard._alloc import paused_gc, tune_malloc
+from distillguard._alloc import paused_gc, release_heap, tune_malloc
 from distillguard.detect.allowlist import Allowlist
 from distillguard.detect.scoring import AccountScorer, Calibration, DetectConfig
 from distillguard.features import account_features
@@ -610,6 +610,7 @@ class Scanner:
         scores_tbl = pa.table({"account_id": pa.array(accts, pa.string()),
                                "score": pa.array(np.where(allow_mask, 0.0, own), pa.float64())})
         linked = find_campaigns(edges, scores_tbl, config=self._link_config())
+        release_heap()  # the linking stage's freed arrays are not carried into the findings as resident memory
         timings["link_s"] = time.perf_counter() - t
         return calibration, raw, own, evidence, allow_mask, edges, linked
 

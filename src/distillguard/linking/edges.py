@@ -15,8 +15,12 @@ import ibis
 import ibis.expr.types as ir
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
+
+from distillguard._alloc import release_heap
 
 from .config import SHARED_VALUE_KINDS, LinkConfig
+from .shared import member_rows, shared_value_pairs
 from .sketch import lsh_pairs, minhash_signatures, simhash_leaders, stable_hash64
 
 __all__ = ["EDGE_SCHEMA", "build_edges", "template_clusters"]
@@ -383,12 +387,25 @@ def _partition_edges(signals: ir.Table, cfg: LinkConfig, rep_templates: ir.Table
 
 
 # --------------------------------------------------------------------------- assembly
-def build_edges(events, signals=None, *, config: LinkConfig | None = None) -> pa.Table:
+def _default_engine_pairs(events: ir.Table) -> bool:
+    """Pair the shared-value kinds in the engine unless the tables live in DuckDB (one machine: the numpy
+    route of :mod:`distillguard.linking.shared` is about twice as fast there)."""
+    try:
+        return events._find_backend(use_default=True).name != "duckdb"
+    except Exception:  # noqa: BLE001 - an unknown backend keeps the engine route
+        return True
+
+
+def build_edges(events, signals=None, *, config: LinkConfig | None = None,
+                engine_pairs: bool | None = None) -> pa.Table:
     """All account edges as a pyarrow table with columns ``src, dst, kind, weight, count, detail``
     (``src < dst``; one row per pair and kind; sorted by kind, src, dst).
 
     ``events`` and ``signals`` are Ibis tables (or pyarrow tables, wrapped in memtables). ``signals``
     may be None: then only the infrastructure, payment, creation and sync kinds are built.
+    ``engine_pairs``: pair the shared-value kinds in the engine's SQL (True; the route for Spark) or pull each
+    kind's distinct members and pair them in numpy (False; :mod:`distillguard.linking.shared`); None picks
+    numpy on DuckDB and the engine elsewhere. Both give the same edges.
     """
     cfg = config or LinkConfig()
     events = _as_table(events, "events")
@@ -403,6 +420,9 @@ def build_edges(events, signals=None, *, config: LinkConfig | None = None) -> pa
     ents = _account_index(acc.select("account_id", "org").to_pyarrow())
     accounts = ibis.memtable(ents)
     on = {k: cfg.kind(k).enabled for k in SHARED_VALUE_KINDS}
+    if engine_pairs is None:
+        engine_pairs = _default_engine_pairs(events)
+    entity = pc.dictionary_encode(ents["entity"]).combine_chunks().indices.to_numpy(zero_copy_only=False)
     tables: list[pa.Table] = []
     # the numpy halves (SimHash leaders of the template clusters, the MinHash kinds; numpy releases the GIL)
     # run on a helper thread while the engine runs the other queries, each run as soon as it is built; the
@@ -414,6 +434,18 @@ def build_edges(events, signals=None, *, config: LinkConfig | None = None) -> pa
             if expr is not None:
                 tables.append(expr.to_pyarrow().cast(_IDX_SCHEMA))
 
+        def pairs(obs: ir.Table, kind: str, min_group: int = 2, unit: str = "") -> None:
+            """One shared-value kind: in the engine, or its members pulled and paired in numpy on the helper
+            thread while the engine runs the next query."""
+            bucketed = "bucket" in obs.columns
+            if engine_pairs:
+                if bucketed:
+                    obs = obs.drop("bucket")
+                add(_shared_value_edges(obs, kind, cfg, accounts, min_group=min_group, unit=unit))
+            elif not math.isinf(_min_hub_sum(cfg.kind(kind), cfg.min_edge_weight)):
+                data = member_rows(obs, accounts, bucketed).to_pyarrow()
+                sketched.append(pool.submit(_paired, data, kind, cfg, entity, min_group, unit))
+
         want_templates = signals is not None and (on["template"] or cfg.set_base > 0)
         clusters = pool.submit(_clusters_from, _template_uses(signals), cfg) if want_templates else None
         if cfg.sync_base > 0:
@@ -422,9 +454,12 @@ def build_edges(events, signals=None, *, config: LinkConfig | None = None) -> pa
         def shared(kind, value, bucket_s=None, unit="", table=None):
             e = (events if table is None else table).mutate(v=value)
             e = e.filter(e.v.notnull() & (e.v != ""))
-            key = e.v if bucket_s is None else e.v + "@" + _bucket(e.timestamp, bucket_s).cast("string")
-            obs = e.select(account_id=e.account_id, key=key, value=e.v)
-            add(_shared_value_edges(obs, kind, cfg, accounts, unit=unit))
+            if bucket_s is None:
+                obs = e.select(account_id=e.account_id, key=e.v, value=e.v)
+            else:
+                e = e.mutate(b=_bucket(e.timestamp, bucket_s))
+                obs = e.select(account_id=e.account_id, key=e.v + "@" + e.b.cast("string"), value=e.v, bucket=e.b)
+            pairs(obs, kind, unit=unit)
 
         if on["payment"]:
             shared("payment", events.payment_fingerprint)
@@ -441,8 +476,8 @@ def build_edges(events, signals=None, *, config: LinkConfig | None = None) -> pa
         if on["user_agent"]:
             shared("user_agent", events.user_agent)
         if on["created_burst"]:
-            for expr in _burst_edges(acc, accounts, cfg):
-                add(expr)
+            for obs, min_group in _burst_obs(acc, cfg):
+                pairs(obs, "created_burst", min_group=min_group)
         if signals is not None:
             if want_templates:
                 # used three times (template, template_set, partition): computed once, a table of distinct
@@ -450,19 +485,27 @@ def build_edges(events, signals=None, *, config: LinkConfig | None = None) -> pa
                 acct_tpl = ibis.memtable(_account_templates(signals, cfg, clusters.result()).to_pyarrow())
                 rep = acct_tpl.filter(acct_tpl.uses >= cfg.template_min_uses)
                 if on["template"]:
-                    add(_shared_value_edges(rep.select("account_id", "key", "value"), "template", cfg, accounts))
+                    pairs(rep.select("account_id", "key", "value"), "template")
                 sketched.append(pool.submit(_template_set_edges, _template_set_data(acct_tpl, accounts, cfg), cfg))
             if on["system_prompt"]:
                 sp = signals.filter(signals.system_prompt_id.notnull())
-                add(_shared_value_edges(
-                    sp.select("account_id", key=sp.system_prompt_id, value=sp.system_prompt_id),
-                    "system_prompt", cfg, accounts))
+                pairs(sp.select("account_id", key=sp.system_prompt_id, value=sp.system_prompt_id), "system_prompt")
             add(_partition_edges(signals, cfg, rep if on["template"] else None, accounts))
-        tables += [f.result().cast(_IDX_SCHEMA) for f in sketched]
+        tables += [r.cast(_IDX_SCHEMA) for r in (f.result() for f in sketched) if r is not None]
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
     out = pa.concat_tables(tables) if tables else _IDX_SCHEMA.empty_table()
     return _finish(out, ents, cfg)
+
+
+def _paired(data: pa.Table, *args) -> pa.Table | None:
+    """:func:`shared_value_pairs` on the helper thread, the heap's freed memory handed back after it (its
+    intermediates are the linking stage's largest arrays: about 2.5M pairs for the asn kind at 1M events)."""
+    try:
+        return shared_value_pairs(data, *args)
+    finally:
+        del data
+        release_heap()
 
 
 def _ip_prefixes(ips: pa.Table) -> pa.Table:
@@ -489,7 +532,9 @@ def _account_index(acc: pa.Table) -> pa.Table:
                      "aidx": pa.array(np.arange(len(ids), dtype=np.int64))})
 
 
-def _burst_edges(acc: ir.Table, accounts: ir.Table, cfg: LinkConfig) -> list[ir.Table]:
+def _burst_obs(acc: ir.Table, cfg: LinkConfig) -> list[tuple[ir.Table, int]]:
+    """``(account_id, key, value)`` observations of the created_burst kind and the group size it needs (the
+    creation rate's expected bucket size times ``burst_factor``); none with fewer than two dated accounts."""
     kc = cfg.kind("created_burst")
     created = acc.filter(acc.created.notnull())
     stats = created.aggregate(n=created.count(), lo=created.created.min(), hi=created.created.max()).to_pyarrow()
@@ -501,7 +546,7 @@ def _burst_edges(acc: ir.Table, accounts: ir.Table, cfg: LinkConfig) -> list[ir.
     min_group = max(cfg.burst_min, math.ceil(cfg.burst_factor * n / buckets))
     key = _bucket(created.created, kc.bucket_s).cast("string")
     obs = created.select("account_id", key=key, value="created " + created.created.truncate("m").cast("string"))
-    return [_shared_value_edges(obs, "created_burst", cfg, accounts, min_group=min_group)]
+    return [(obs, min_group)]
 
 
 def _finish(out: pa.Table, ents: pa.Table, cfg: LinkConfig) -> pa.Table:
