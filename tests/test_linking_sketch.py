@@ -69,3 +69,27 @@ def test_simhash_leaders_group_near_duplicates_only():
     lead = simhash_leaders(sigs, uses, 3, 5)
     assert (lead[:4] == 0).all()
     assert (lead[4:] == np.arange(4, 54)).all()
+
+
+def test_group_pairs_gives_every_neighbour_of_the_full_rule():
+    """group_pairs reads only the groups large enough for each step; the pairs are those of applying
+    neighbor_offset at every step to every member (the plain rule)."""
+    from distillguard.linking.sketch import neighbor_offset
+
+    rng = np.random.default_rng(7)
+    for _ in range(20):
+        groups = np.sort(rng.zipf(1.4, int(rng.integers(2, 3000))) % int(rng.integers(1, 300)))
+        for k in (1, 4, 8, 64):
+            m = len(groups)
+            starts = np.flatnonzero(np.r_[True, groups[1:] != groups[:-1]])
+            sizes = np.diff(np.r_[starts, m])
+            start_of, size_of = np.repeat(starts, sizes), np.repeat(sizes, sizes)
+            rank = np.arange(m) - start_of
+            want = set()
+            for i in range(k):
+                off = neighbor_offset(size_of, i, k)
+                for p in np.flatnonzero((off > 0) & (size_of >= 2)):
+                    want.add((int(p), int(start_of[p] + (rank[p] + off[p]) % size_of[p])))
+            a, b = group_pairs(groups, k)
+            got = list(zip(a.tolist(), b.tolist()))
+            assert len(got) == len(set(got)) and set(got) == want

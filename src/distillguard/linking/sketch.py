@@ -44,14 +44,21 @@ def group_pairs(group: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     rank = np.arange(m) - start_of
     keep = size_of >= 2
     pos, start_of, size_of, rank = np.arange(m)[keep], start_of[keep], size_of[keep], rank[keep]
+    # members by decreasing group size: the i-th neighbour exists only in groups larger than i + 1 (a small
+    # group's offset i + 1 must stay below its size; a large group has all k), so each step reads a prefix
+    # (the same pairs as computing every step over every member, in another order)
+    o = np.argsort(-size_of, kind="stable")
+    pos, start_of, size_of, rank = pos[o], start_of[o], size_of[o], rank[o]
+    neg = -size_of
     out_a, out_b = [], []
     for i in range(k):
-        off = neighbor_offset(size_of, i, k)
-        ok = off > 0
-        if not ok.any():
+        cnt = int(np.searchsorted(neg, -(i + 1), side="left"))  # members in groups of more than i + 1
+        if cnt == 0:
             break
-        out_a.append(pos[ok])
-        out_b.append(start_of[ok] + (rank[ok] + off[ok]) % size_of[ok])
+        z = size_of[:cnt]
+        off = neighbor_offset(z, i, k)
+        out_a.append(pos[:cnt])
+        out_b.append(start_of[:cnt] + (rank[:cnt] + off) % z)
     if not out_a:
         return np.empty(0, np.int64), np.empty(0, np.int64)
     return np.concatenate(out_a), np.concatenate(out_b)
