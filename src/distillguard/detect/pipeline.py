@@ -18,6 +18,7 @@ import ibis
 import numpy as np
 import orjson
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from distillguard._alloc import paused_gc, release_heap, tune_malloc
 from distillguard.detect.allowlist import Allowlist
@@ -351,18 +352,54 @@ def stream_events(paths_or_store: Any, *, quarantine: str | Path | None = None, 
     return events, signals, "distillguard.io"
 
 
-def _feature_inputs(events: pa.Table, signals: pa.Table, ev_t, sg_t) -> tuple:
-    """What :func:`account_features` gets: when the signals are row-aligned with the events (as the stream
-    builds them), one table of both (columns shared, nothing copied) and ``None``, which spares DuckDB a
-    1M-row join (about half the stage's memory); otherwise the two tables as they are."""
-    if (signals is None or events.num_rows != signals.num_rows
-            or not events.column("event_id").equals(signals.column("event_id"))):
-        return ev_t, sg_t
+def _aligned(events: pa.Table, signals: pa.Table | None) -> bool:
+    return (signals is not None and events.num_rows == signals.num_rows
+            and events.column("event_id").equals(signals.column("event_id")))
+
+
+def _joined(events: pa.Table, signals: pa.Table) -> pa.Table:
     joined = events
     for i, f in enumerate(signals.schema):
         if f.name not in events.column_names:
             joined = joined.append_column(f, signals.column(i))
-    return ibis.memtable(joined), None
+    return joined
+
+
+def _feature_inputs(events: pa.Table, signals: pa.Table, ev_t, sg_t) -> tuple:
+    """What :func:`account_features` gets: when the signals are row-aligned with the events (as the stream
+    builds them), one table of both (columns shared, nothing copied) and ``None``, which spares DuckDB a
+    1M-row join (about half the stage's memory); otherwise the two tables as they are."""
+    if not _aligned(events, signals):
+        return ev_t, sg_t
+    return ibis.memtable(_joined(events, signals)), None
+
+
+def _account_codes(ids) -> tuple[pa.Array, pa.Array]:
+    """``(codes, names)``: each account id as an int32 code numbered in the ids' byte order, and the ids by
+    code (so sorting by code sorts by id)."""
+    enc = pc.dictionary_encode(ids.combine_chunks() if isinstance(ids, pa.ChunkedArray) else ids)
+    if isinstance(enc, pa.ChunkedArray):
+        enc = enc.combine_chunks()
+    order = pc.sort_indices(enc.dictionary).to_numpy()
+    rank = np.empty(len(order), np.int32)
+    rank[order] = np.arange(len(order), dtype=np.int32)
+    return pa.array(rank[enc.indices.to_numpy(zero_copy_only=False)]), enc.dictionary.take(pa.array(order))
+
+
+def _features_table(events: pa.Table, signals: pa.Table | None, ev_t, sg_t, config) -> pa.Table:
+    """:func:`account_features` run and sorted by account. On row-aligned tables (the stream's) the engine
+    groups by an int32 account code instead of the id string (1M events: the stage 1.6-1.9 -> 1.35-1.45 s) and
+    the ids are put back after; the values are the same but for the last bit of some parallel float sums."""
+    if not _aligned(events, signals):
+        return account_features(ev_t, sg_t, config=config).to_pyarrow().sort_by("account_id")
+    joined = _joined(events, signals)
+    j = joined.schema.get_field_index("account_id")
+    codes, names = _account_codes(joined.column(j))
+    coded = joined.set_column(j, pa.field("account_id", pa.int32(), nullable=False), codes)
+    out = account_features(ibis.memtable(coded), None, config=config).to_pyarrow().sort_by("account_id")
+    k = out.schema.get_field_index("account_id")
+    return out.set_column(k, out.schema.field(k).with_type(pa.string()),
+                          names.take(out.column(k)).cast(pa.string()))
 
 
 @contextlib.contextmanager
@@ -559,8 +596,7 @@ class Scanner:
 
     def features(self, events: pa.Table, signals: pa.Table) -> pa.Table:
         ev_t, sg_t = ibis.memtable(events), ibis.memtable(signals)
-        return account_features(*_feature_inputs(events, signals, ev_t, sg_t),
-                                config=self.config.features).to_pyarrow().sort_by("account_id")
+        return _features_table(events, signals, ev_t, sg_t, self.config.features)
 
     def fit(self, baseline: Any | None = None, *, features: pa.Table | None = None, label: str = "baseline") -> Calibration:
         """Fit on known-benign traffic (paths, a table, or its feature table)."""
@@ -641,8 +677,7 @@ class Scanner:
             t = time.perf_counter()
             say("computing account features")
             ev_t, sg_t = ibis.memtable(events), ibis.memtable(signals)
-            features = account_features(*_feature_inputs(events, signals, ev_t, sg_t),
-                                        config=cfg.features).to_pyarrow().sort_by("account_id")
+            features = _features_table(events, signals, ev_t, sg_t, cfg.features)
             timings["features_s"] = time.perf_counter() - t
 
             calibration, raw, own, evidence, allow_mask, edges, linked = self._score_and_link(
