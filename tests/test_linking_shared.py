@@ -114,3 +114,51 @@ def test_member_order_falls_back_when_digest_prefixes_tie():
     assert np.array_equal(_member_order(key, hi, lo, aidx, 20), want)
     fresh = rng.integers(0, 2**63, n).astype(np.uint64)
     assert np.array_equal(_member_order(key, fresh, lo, aidx, 20), np.lexsort((aidx, lo, fresh, key)))
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_pairs_needing_two_shared_values_match_the_engine(seed, monkeypatch):
+    """A floor no single value can reach (value_cap < the sum it needs): rows of pairs that share one value
+    only are dropped before pairing (value bit masks; 80 values on 64 bits, so bits collide), exactly."""
+    rng = np.random.default_rng(100 + seed)
+    n_acc, n_rows = 250, 8000
+    acc = [f"a{i:04d}" for i in range(n_acc)]
+    # each account draws from three values of a pool of 80 (on 64 bits: some share a bit), in six buckets
+    home = rng.integers(0, 80, (n_acc, 3))
+    who = rng.integers(0, n_acc, n_rows)
+    v = home[who, rng.integers(0, 3, n_rows)]
+    b = rng.integers(0, 6, n_rows)
+    obs = pa.table({"account_id": [acc[i] for i in who], "key": [f"v{x}@{y}" for x, y in zip(v, b)],
+                    "value": [f"v{x}" for x in v], "bucket": b.astype(np.int64)})
+    ents = _account_index(pa.table({"account_id": acc, "org": pa.nulls(n_acc, pa.string())}))
+    accounts = ibis.memtable(ents)
+    entity = pc.dictionary_encode(ents["entity"]).combine_chunks().indices.to_numpy(zero_copy_only=False)
+    kinds = {**LinkConfig().kinds, "asn": KindConfig(base=0.5, saturation=1.0, hub_soft=3, hub_max=80,
+                                                     bucket_s=600, value_cap=0.15 + 0.02 * seed)}
+    cfg = LinkConfig(kinds=kinds, min_edge_weight=0.12, k_neighbors=4 + seed)
+    from distillguard.linking.edges import _min_hub_sum
+
+    assert _min_hub_sum(cfg.kind("asn"), cfg.min_edge_weight) > cfg.kind("asn").value_cap
+    import distillguard.linking.shared as shared
+
+    seen = {"dropped": 0, "clash": 0}
+    masks, may = shared._value_masks, shared._may_share_two
+
+    def spy_masks(*a):
+        out = masks(*a)
+        seen["clash"] += int((out[1] != 0).sum())
+        return out
+
+    def spy_may(*a):
+        out = may(*a)
+        seen["dropped"] += int((~out).sum())
+        return out
+
+    monkeypatch.setattr(shared, "_value_masks", spy_masks)
+    monkeypatch.setattr(shared, "_may_share_two", spy_may)
+    o = ibis.memtable(obs)
+    engine = _shared_value_edges(o.drop("bucket"), "asn", cfg, accounts, unit="x").to_pyarrow()
+    mine = shared_value_pairs(member_rows(o, accounts, True).to_pyarrow(), "asn", cfg, entity, 2, "x")
+    assert mine.num_rows > 20
+    assert seen["dropped"] > 0 and seen["clash"] > 0  # the filter ran, dropped rows, and bits collided
+    assert _rows(mine) == _rows(engine.cast(mine.schema))

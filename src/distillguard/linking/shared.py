@@ -201,7 +201,9 @@ def shared_value_pairs(data: pa.Table, kind: str, cfg, entity: np.ndarray, min_g
     grp = np.repeat(np.arange(len(starts)), sizes)
     rank = np.arange(len(key)) - starts[grp]  # 0-based, as Ibis's row_number
     rows_ok = ok_group[grp]
-    able = None
+    same = grp[1:] == grp[:-1]
+    determined = not (same & (val[1:] != val[:-1])).any()  # each key has one value (all kinds but created_burst)
+    able = two = None
     if need > kc.value_cap:
         # an account whose best hub per distinct value adds up to less than ``need`` is in no edge that passes
         # (ranks above still count every member, as in the engine route)
@@ -214,6 +216,8 @@ def shared_value_pairs(data: pa.Table, kind: str, cfg, entity: np.ndarray, min_g
             np.add.at(hs, a3[st], np.maximum.reduceat(h3, st))
         able = hs >= need
         rows_ok = rows_ok & able[aidx]
+        if determined and len(st):
+            two = _value_masks(a3[st], v3[st], n_acc_total)
     src_rows = np.flatnonzero(rows_ok)
     # neighbour pairs: the member of rank r links to the member of rank (r + off) % n of its group
     g_of = grp[src_rows]
@@ -227,6 +231,9 @@ def shared_value_pairs(data: pa.Table, kind: str, cfg, entity: np.ndarray, min_g
         partner = starts[g_of[ok]] + (rank[rows] + off[ok]) % n_row[ok]
         if able is not None:
             good = able[aidx[partner]]
+            rows, partner = rows[good], partner[good]
+        if two is not None:
+            good = _may_share_two(two, aidx[rows], aidx[partner], val[rows])
             rows, partner = rows[good], partner[good]
         a_parts.append(rows)
         b_parts.append(partner)
@@ -243,8 +250,7 @@ def shared_value_pairs(data: pa.Table, kind: str, cfg, entity: np.ndarray, min_g
     g_val = val[starts]
     g_micro = np.floor(g_hub * 1e6 + 0.5).astype(np.int64)  # SQL ROUND (halves away from zero); hub > 0
     pg = grp[rows]
-    same = grp[1:] == grp[:-1]
-    if not (same & (val[1:] != val[:-1])).any():
+    if determined:
         # each key has one value (every kind but created_burst): distinct (pair, group) by one sort of a packed
         # key; when the groups are in value order (bucketed kinds: key code = value code * buckets + bucket)
         # a pair's groups of one value lie together, else a second sort by (pair, value)
@@ -295,10 +301,13 @@ def shared_value_pairs(data: pa.Table, kind: str, cfg, entity: np.ndarray, min_g
     used = np.flatnonzero(np.bincount(vi, minlength=n_vals))
     digests = [hashlib.md5(x.encode("utf-8", "surrogatepass")).hexdigest()
                for x in values.take(pa.array(used)).to_pylist()]
+    by_digest = used[np.argsort(np.array(digests, dtype=object), kind="stable")]  # value codes, digest order
     drank = np.zeros(n_vals, np.int64)
-    drank[used[np.argsort(np.array(digests, dtype=object), kind="stable")]] = np.arange(len(used))
-    o = np.lexsort((drank[vi], v_micro[idx], pair_of_v[idx]))
-    top_val = vi[o][np.append(_runs(pair_of_v[idx][o])[1:], len(idx)) - 1]
+    drank[by_digest] = np.arange(len(used))
+    # one packed score per (pair, value) row, the rows of a pair lying together: the pair's largest score
+    # names its value (micro <= 1e6 and fewer than 2^40 values, so it fits)
+    score = v_micro[idx] * len(used) + drank[vi]
+    top_val = by_digest[np.maximum.reduceat(score, _runs(pair_of_v[idx])) % len(used)]
     count = count[kp]
     pair_k = v_pair[ps][kp]
     short = pc.utf8_slice_codeunits(values, 0, 48).take(pa.array(top_val)).cast(pa.string())
@@ -308,6 +317,38 @@ def shared_value_pairs(data: pa.Table, kind: str, cfg, entity: np.ndarray, min_g
     if unit:
         detail = pc.binary_join_element_wise(detail, " in ", _str(win), f" shared {unit}", "")
     return _table(schema, pair_k // n_acc_total, pair_k % n_acc_total, kind, weight[kp], count, detail)
+
+
+_BIT_MIX = np.uint64(0x9E3779B97F4A7C15)
+
+
+def _bit_of(values: np.ndarray) -> np.ndarray:
+    """A bit (0-63) for each value code (the top 6 bits of a multiplicative hash)."""
+    return (values.astype(np.uint64) * _BIT_MIX) >> np.uint64(58)
+
+
+def _value_masks(acc: np.ndarray, values: np.ndarray, n_acc: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per account (``acc``/``values``: its distinct values, sorted by account): the 64-bit mask of its values'
+    bits (:func:`_bit_of`) and the mask of the bits that two or more of its values fall on."""
+    one = np.uint64(1) << _bit_of(values)
+    mask = np.zeros(n_acc, np.uint64)
+    st = _runs(acc)
+    mask[acc[st]] = np.bitwise_or.reduceat(one, st)
+    pk = np.sort(acc.astype(np.uint64) * np.uint64(64) + _bit_of(values))
+    dup = pk[1:][pk[1:] == pk[:-1]]
+    clash = np.zeros(n_acc, np.uint64)
+    if len(dup):
+        np.bitwise_or.at(clash, (dup >> np.uint64(6)).astype(np.int64), np.uint64(1) << (dup & np.uint64(63)))
+    return mask, clash
+
+
+def _may_share_two(masks: tuple[np.ndarray, np.ndarray], a: np.ndarray, b: np.ndarray, value: np.ndarray) -> np.ndarray:
+    """Rows (accounts ``a``, ``b`` linked in a group of ``value``) whose pair may share a second distinct value:
+    their masks meet on another bit, or one of them holds two values on this value's bit. A pair that shares
+    a second value always passes, so the rows dropped are those of pairs sharing one value only."""
+    mask, clash = masks
+    one = np.uint64(1) << _bit_of(value)
+    return ((mask[a] & mask[b] & ~one) != 0) | (((clash[a] | clash[b]) & one) != 0)
 
 
 def _runs2(a: np.ndarray, b: np.ndarray) -> np.ndarray:
