@@ -32,13 +32,17 @@ def member_rows(obs: ir.Table, accounts: ir.Table, bucketed: bool = False) -> ir
     ``bucket`` when ``bucketed``) with ``value`` (the largest of the account's values under the key), ``aidx``
     and ``h``, the lower-case hex MD5 of ``account_id|key`` that orders a group's members on every engine.
 
-    Bucketed kinds (key = value@bucket) return ``value, bucket`` instead of the key, so the numpy half codes
-    keys as integers without hashing a million key strings again; other kinds return ``key`` too."""
-    groups = ["key", "account_id"] + (["bucket"] if bucketed else [])
-    d = obs.group_by(groups).aggregate(value=obs.value.max())
+    Bucketed kinds (``key`` must be ``value@bucket``, as the engine route builds it) return ``value, bucket``
+    instead of the key, so the numpy half codes keys as integers; their key text is built only for the
+    distinct rows (to hash it). Other kinds return ``key`` too."""
+    if bucketed:  # the key is value@bucket: distinct rows first, the key text built for those only
+        d = obs.select("account_id", "value", "bucket").distinct()
+        d = d.join(accounts.select("account_id", "aidx"), "account_id")
+        label = d.account_id.concat("|", d.value, "@", d.bucket.cast("string"))
+        return d.select("value", "bucket", "aidx", h=label.hexdigest("md5"))
+    d = obs.group_by(["key", "account_id"]).aggregate(value=obs.value.max())
     d = d.join(accounts.select("account_id", "aidx"), "account_id")
-    cols = ["value", "bucket"] if bucketed else ["key", "value"]
-    return d.select(*cols, "aidx", h=d.account_id.concat("|", d.key).hexdigest("md5"))
+    return d.select("key", "value", "aidx", h=d.account_id.concat("|", d.key).hexdigest("md5"))
 
 
 def md5_halves(hexes: pa.Array) -> tuple[np.ndarray, np.ndarray]:
