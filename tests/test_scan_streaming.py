@@ -209,6 +209,24 @@ def test_features_grouped_on_account_codes_equal_the_string_keyed_ones(world):
     assert names.to_pylist() == ["Z", "a", "b", "\u00e9"] and codes.to_pylist() == [2, 3, 1, 2, 0]
 
 
+def test_campaign_stats_take_members_by_position_as_the_engine_join_does(world):
+    """On the stream's row-aligned Arrow tables the members' rows are taken by position; the per-campaign
+    figures equal those of the engine join (which the Spark engine's Ibis tables take)."""
+    import ibis
+
+    from distillguard.detect.scoring import DetectConfig
+
+    events, signals, _ = pipeline.stream_events(world)
+    accts = sorted(set(events.column("account_id").to_pylist()))
+    members = [(a, f"c{i % 3}") for i, a in enumerate(accts) if i % 4]  # three campaigns, some accounts in none
+    cfg = DetectConfig()
+    by_position = pipeline._campaign_stats(events, signals, members, cfg)
+    joined = pipeline._campaign_stats(ibis.memtable(events), ibis.memtable(signals), members, cfg)
+    assert set(by_position) == {"c0", "c1", "c2"}
+    assert by_position == joined
+    assert sum(d["requests"] for d in by_position.values()) < events.num_rows
+
+
 def _shown(limit: str) -> str:
     """How this DuckDB version shows ``limit`` once set."""
     import duckdb

@@ -878,12 +878,24 @@ def _campaign_stats(events: pa.Table, signals: pa.Table, member_rows: list[tuple
     def _ibis(t):  # an Ibis table (e.g. on Spark, distillguard.engine.spark) as is; Arrow as a memtable
         return t if isinstance(t, ibis.expr.types.Table) else ibis.memtable(t)
 
-    ev = _ibis(events).select(["event_id", "account_id", "timestamp", "ip", "asn", "user_agent",
-                               "payment_fingerprint", "output_tokens", "reasoning_tokens", "user_text"])
-    sg = _ibis(signals).select(["event_id", "capability", "benchmark", "template_id", "template_sig",
-                                "system_prompt_id", "extraction_reason"])
-    t = ev.join(mem, "account_id").left_join(sg, "event_id").drop("event_id_right")
-    t = ibis.memtable(t.to_pyarrow())  # members' events only: join once, then several small aggregates
+    ev_cols = ["event_id", "account_id", "timestamp", "ip", "asn", "user_agent", "payment_fingerprint",
+               "output_tokens", "reasoning_tokens", "user_text"]
+    sg_cols = ["capability", "benchmark", "template_id", "template_sig", "system_prompt_id", "extraction_reason"]
+    if isinstance(events, pa.Table) and isinstance(signals, pa.Table) and _aligned(events, signals):
+        # row-aligned Arrow tables (the stream's): the members' rows taken by position, no engine join
+        members = pa.array([a for a, _ in member_rows], pa.string())
+        pos = pc.index_in(events.column("account_id"), value_set=members)
+        rows = pc.indices_nonzero(pc.is_valid(pos))
+        t = events.select(ev_cols).take(rows)
+        for c in sg_cols:
+            t = t.append_column(signals.schema.field(c), signals.column(c).take(rows))
+        camp = pa.array([c for _, c in member_rows], pa.string()).take(pos.take(rows))
+        t = ibis.memtable(t.append_column("campaign_id", camp))
+    else:
+        ev = _ibis(events).select(ev_cols)
+        sg = _ibis(signals).select(["event_id"] + sg_cols)
+        t = ev.join(mem, "account_id").left_join(sg, "event_id").drop("event_id_right")
+        t = ibis.memtable(t.to_pyarrow())  # members' events only: join once, then several small aggregates
     base = t.group_by("campaign_id").aggregate(
         first_seen=t.timestamp.min(), last_seen=t.timestamp.max(), requests=t.count(),
         reasoning_tokens=t.reasoning_tokens.fill_null(0).sum(), output_tokens=t.output_tokens.fill_null(0).sum(),
