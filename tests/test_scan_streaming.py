@@ -73,6 +73,25 @@ def test_chunked_signals_equal_whole_table_signals(world, monkeypatch):
     assert ("repeat-0", "tool_use") in caps and any(a.startswith("repeat-") and c != "tool_use" for a, c in caps)
 
 
+def test_first_chunks_are_smaller_by_default(world, monkeypatch):
+    """With the default chunk size the first chunks hold an eighth, a quarter and half of it (the workers
+    start early); the signals are the same as over the whole table."""
+    whole, _, _ = pipeline.load_events([world])
+    monkeypatch.setattr(pipeline, "SIGNAL_CHUNK_ROWS", 96)
+    seen = []
+    submit = pipeline._TextSignalCache.submit
+
+    def spy(self, chunk, executor=None):
+        seen.append(chunk.num_rows)
+        return submit(self, chunk, executor)
+
+    monkeypatch.setattr(pipeline._TextSignalCache, "submit", spy)
+    events, signals, _ = pipeline.stream_events([world])
+    assert whole.num_rows > 96 * 3
+    assert seen[:5] == [12, 24, 48, 96, 96] and sum(seen) == whole.num_rows
+    assert signals.equals(compute_signals(whole))
+
+
 def test_each_distinct_text_is_analysed_once_across_chunks(world):
     whole, _, _ = pipeline.load_events([world])
     distinct = len(set(zip(whole.column("system_text").to_pylist(), whole.column("user_text").to_pylist())))

@@ -280,6 +280,9 @@ def stream_events(paths_or_store: Any, *, quarantine: str | Path | None = None, 
 
     paths = [paths_or_store] if isinstance(paths_or_store, (str, Path)) else list(paths_or_store)
     limit = chunk_rows or SIGNAL_CHUNK_ROWS
+    # the first chunks smaller (an eighth, a quarter, half of ``limit``): the signal workers start on the
+    # first rows instead of idling while a whole chunk is read
+    sizes = [max(1, limit // 8), max(1, limit // 4), max(1, limit // 2), limit] if chunk_rows is None else [limit]
     kept: list[pa.Table] = []
     sigs: list[pa.Table] = []
     pending: list[pa.RecordBatch] = []
@@ -330,12 +333,13 @@ def stream_events(paths_or_store: Any, *, quarantine: str | Path | None = None, 
                 read_s += time.perf_counter() - t
                 if batch is None:
                     break
-                while batch.num_rows:  # chunks of exactly ``limit`` rows (the last one smaller)
-                    part = batch.slice(0, limit - n_pending)
+                while batch.num_rows:  # chunks of exactly ``size`` rows (the last one smaller)
+                    size = sizes[min(len(kept), len(sizes) - 1)]
+                    part = batch.slice(0, size - n_pending)
                     batch = batch.slice(part.num_rows)
                     pending.append(part)
                     n_pending += part.num_rows
-                    if n_pending >= limit:
+                    if n_pending >= size:
                         flush()
             flush()
             while in_flight:
