@@ -254,6 +254,8 @@ def shared_value_pairs(data: pa.Table, kind: str, cfg, entity: np.ndarray, min_g
     g_val = val[starts]
     g_micro = np.floor(g_hub * 1e6 + 0.5).astype(np.int64)  # SQL ROUND (halves away from zero); hub > 0
     pg = grp[rows]
+    row_val = None if determined else val[rows]  # values differ inside a key: the row's own value counts
+    del rows, partner, sa, sb, a_parts, b_parts, offs, g_of, n_row, src_rows  # the largest arrays of the kind
     if determined:
         # each key has one value (every kind but created_burst): distinct (pair, group) by one sort of a packed
         # key; when the groups are in value order (bucketed kinds: key code = value code * buckets + bucket)
@@ -272,7 +274,7 @@ def shared_value_pairs(data: pa.Table, kind: str, cfg, entity: np.ndarray, min_g
             pair, pg, pval = pair[o], pg[o], pval[o]
     else:
         # values differ inside a key: a (pair, key) takes the largest value of the rows that made it
-        pval = val[rows]
+        pval = row_val
         o = _order_two(pair, pg, n_groups, stable=False)
         pair, pg, pval = pair[o], pg[o], pval[o]
         st = _runs2(pair, pg)
