@@ -92,6 +92,23 @@ def test_first_chunks_are_smaller_by_default(world, monkeypatch):
     assert signals.equals(compute_signals(whole))
 
 
+def test_kept_texts_cut_from_the_encoding_equal_cutting_every_row():
+    """_cut_texts from the chunk's dictionary encoding gives the very array of cutting and encoding every
+    row: same dictionary order and codes (long texts that share their first characters, multibyte text);
+    with nulls it takes the plain path."""
+    import pyarrow.compute as pc
+
+    k = pipeline.KEEP_TEXT_CHARS
+    long_a, long_b = "é" * k + "tail one", "é" * k + "tail two"  # equal once cut
+    texts = pa.array(["short", long_a, "x" * (k + 5), long_b, "short", "日本語" * 100, long_a, ""])
+    plain = pc.dictionary_encode(pc.utf8_slice_codeunits(texts, 0, k))
+    got = pipeline._cut_texts(pa.chunked_array([texts]), pc.dictionary_encode(texts))
+    assert got.dictionary.equals(plain.dictionary) and got.indices.equals(plain.indices)
+    assert len(got.dictionary) == 5  # the two long texts share their cut form
+    with_null = pa.array(["a", None, "a"])
+    assert pipeline._cut_texts(pa.chunked_array([with_null]), None).equals(pc.dictionary_encode(with_null))
+
+
 def test_each_distinct_text_is_analysed_once_across_chunks(world):
     whole, _, _ = pipeline.load_events([world])
     distinct = len(set(zip(whole.column("system_text").to_pylist(), whole.column("user_text").to_pylist())))

@@ -103,20 +103,30 @@ def _slim(batch: pa.RecordBatch) -> pa.RecordBatch:
     return pa.RecordBatch.from_arrays(cols, schema=batch.schema)
 
 
-def _after_signals(table: pa.Table, *, encode: bool = True) -> pa.Table:
+def _cut_texts(col, user_enc: pa.DictionaryArray | None) -> pa.DictionaryArray:
+    """``user_text`` cut to :data:`KEEP_TEXT_CHARS` and dictionary-encoded. From ``user_enc`` (the column's
+    dictionary encoding, no nulls) only its distinct texts are cut and encoded, and the row codes composed:
+    the same array (cut texts first appear where their first full text does), without hashing every row
+    again."""
+    if user_enc is None or len(user_enc) != len(col):
+        return pc.dictionary_encode(pc.utf8_slice_codeunits(col.combine_chunks(), 0, KEEP_TEXT_CHARS))
+    cut = pc.dictionary_encode(pc.utf8_slice_codeunits(user_enc.dictionary, 0, KEEP_TEXT_CHARS))
+    return pa.DictionaryArray.from_arrays(cut.indices.take(user_enc.indices), cut.dictionary)
+
+
+def _after_signals(table: pa.Table, *, encode: bool = True, user_enc: pa.DictionaryArray | None = None) -> pa.Table:
     """What later stages keep of a chunk once its signals exist: same columns, ``system_text`` null,
     ``user_text`` cut to :data:`KEEP_TEXT_CHARS` and dictionary-encoded (each repeated prompt held once; a
-    copy, so the chunk's full texts can be freed), and the :data:`_DICT_COLUMNS` dictionary-encoded (at 1M
-    events the kept events take 268 MB instead of 360 MB; ``encode=False`` leaves them plain)."""
-    import pyarrow.compute as pc
-
+    copy, so the chunk's full texts can be freed; ``user_enc``: :func:`_cut_texts`), and the
+    :data:`_DICT_COLUMNS` dictionary-encoded (at 1M events the kept events take 268 MB instead of 360 MB;
+    ``encode=False`` leaves them plain)."""
     cols = []
     for i, f in enumerate(table.schema):
         col = table.column(i)
         if f.name == "system_text" or f.name in _UNUSED_COLUMNS:
             col = pa.nulls(table.num_rows, f.type)
         elif f.name == "user_text":  # repeated prompts kept once: dictionary-encoded per chunk
-            col = pc.dictionary_encode(pc.utf8_slice_codeunits(col.combine_chunks(), 0, KEEP_TEXT_CHARS))
+            col = _cut_texts(col, user_enc)
         elif encode and f.name in _DICT_COLUMNS:  # few distinct values (customers, addresses, agents): kept once each
             col = pc.dictionary_encode(col.combine_chunks())
         cols.append(col)
@@ -153,6 +163,7 @@ class _TextSignalCache:
         self.store: pa.Table | None = None
         self.schema: pa.Schema | None = None
         self._asked = False  # a first chunk was sent to compute (which gives the schema)
+        self.last_user_enc: pa.DictionaryArray | None = None  # user_text of the last chunk submitted, encoded
 
     @staticmethod
     def _digests(system: pa.Array, user: pa.Array) -> list[bytes]:
@@ -195,8 +206,12 @@ class _TextSignalCache:
 
         # the chunk's distinct pairs first (exact, vectorised), then one digest and lookup per distinct pair
         system = chunk.column("system_text").combine_chunks()
-        user = pc.fill_null(chunk.column("user_text").combine_chunks(), "")
-        pair_of_row, first = _distinct_pairs(system, user)
+        raw_user = chunk.column("user_text").combine_chunks()
+        user = pc.fill_null(raw_user, "")
+        user_enc = pc.dictionary_encode(user)
+        # the kept events reuse it (_after_signals): the same dictionary as encoding the texts again
+        self.last_user_enc = user_enc if raw_user.null_count == 0 else None
+        pair_of_row, first = _distinct_pairs(system, user, user_enc)
         digests = self._digests(system.take(first), user.take(first))
         slot = np.empty(len(first), np.int64)
         new_pairs: list[int] = []
@@ -308,7 +323,7 @@ def stream_events(paths_or_store: Any, *, quarantine: str | Path | None = None, 
         pending, n_pending = [], 0
         if with_signals:
             in_flight.append(cached.submit(chunk, helper))
-            kept.append(_after_signals(chunk))
+            kept.append(_after_signals(chunk, user_enc=cached.last_user_enc))
         else:
             kept.append(chunk)
         del chunk

@@ -161,14 +161,16 @@ _STRING_FIELDS = ("extraction_reason", "capability", "benchmark", "benchmark_ite
 _ARRAY_FIELDS = ("extraction_score", "benchmark_score", "template_sig", "text_len")
 
 
-def _distinct_pairs(system: pa.Array, user: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+def _distinct_pairs(system: pa.Array, user: pa.Array, user_enc: pa.DictionaryArray | None = None
+                    ) -> tuple[np.ndarray, np.ndarray]:
     """(index of each row's distinct (system, user) pair, first row of each pair); pairs are told apart
-    exactly (by the dictionary codes of both texts, null system apart from any string)."""
+    exactly (by the dictionary codes of both texts, null system apart from any string). ``user_enc``: the
+    dictionary encoding of ``user`` when the caller already has it."""
     n = len(user)
     if n == 0:
         return np.empty(0, np.int64), np.empty(0, np.int64)
     s_enc = pc.dictionary_encode(system)
-    u_enc = pc.dictionary_encode(user)
+    u_enc = user_enc if user_enc is not None else pc.dictionary_encode(user)
     s_idx = pc.fill_null(s_enc.indices, -1).to_numpy(zero_copy_only=False).astype(np.int64)
     u_idx = u_enc.indices.to_numpy(zero_copy_only=False).astype(np.int64)
     code = (s_idx + 1) * len(u_enc.dictionary) + u_idx
