@@ -162,3 +162,14 @@ def test_pairs_needing_two_shared_values_match_the_engine(seed, monkeypatch):
     assert mine.num_rows > 20
     assert seen["dropped"] > 0 and seen["clash"] > 0  # the filter ran, dropped rows, and bits collided
     assert _rows(mine) == _rows(engine.cast(mine.schema))
+
+
+def test_the_route_is_chosen_by_the_tables_backend():
+    from distillguard.linking.edges import _default_engine_pairs
+
+    assert _default_engine_pairs(ibis.memtable(pa.table({"a": [1]}))) is False  # DuckDB: numpy pairing
+
+    class Elsewhere:  # no backend Ibis can name: the engine route, which runs anywhere
+        pass
+
+    assert _default_engine_pairs(Elsewhere()) is True

@@ -392,8 +392,8 @@ def _default_engine_pairs(events: ir.Table) -> bool:
     """Pair the shared-value kinds in the engine unless the tables live in DuckDB (one machine: the numpy
     route of :mod:`distillguard.linking.shared` is about twice as fast there)."""
     try:
-        return events._find_backend(use_default=True).name != "duckdb"
-    except Exception:  # noqa: BLE001 - an unknown backend keeps the engine route
+        return ibis.get_backend(events).name != "duckdb"
+    except Exception:  # noqa: BLE001 - a backend Ibis cannot name keeps the engine route
         return True
 
 
