@@ -145,3 +145,28 @@ def test_epochs_keep_milliseconds():
     assert row["gap_median_s"] == pytest.approx(0.25, abs=1e-9)
     assert row["gap_cv"] == pytest.approx(0.0, abs=1e-9)
     assert row["span_hours"] == pytest.approx(2.0 / 3600, abs=1e-12)
+
+
+def test_time_columns_from_arrow_equal_the_engines():
+    """time_columns (Arrow, numpy) gives what the engine derives: epoch to the millisecond (sub-millisecond
+    digits dropped), day and hour cut, hour of day; also before 1970 and on exact boundaries."""
+    import numpy as np
+    import pyarrow as pa
+
+    from distillguard.features import _epoch, time_columns
+
+    rng = np.random.default_rng(3)
+    us = np.concatenate([rng.integers(-2 * 10**15, 2 * 10**15, 500),
+                         [0, -1, 1, 86_400_000_000, -86_400_000_000, 3_600_000_000 - 1, 999_999, -999_999,
+                          1_772_409_600_910_123]])
+    ts = pa.array(us, pa.timestamp("us", tz="UTC"))
+    t = ibis.memtable(pa.table({"timestamp": ts}))
+    want = t.select(epoch=_epoch(t.timestamp), day=t.timestamp.truncate("D"), hour_ts=t.timestamp.truncate("h"),
+                    hod=t.timestamp.hour()).to_pyarrow()
+    got = time_columns(ts)
+    assert got["epoch"].to_pylist() == want["epoch"].to_pylist()
+    assert got["day"].to_pylist() == want["day"].to_pylist()
+    assert got["hour_ts"].to_pylist() == want["hour_ts"].to_pylist()
+    assert got["hod"].to_pylist() == want["hod"].to_pylist()
+    with pytest.raises(ValueError):
+        time_columns(pa.array([None, 1], pa.timestamp("us", tz="UTC")))

@@ -23,7 +23,7 @@ import pyarrow.compute as pc
 from distillguard._alloc import paused_gc, release_heap, tune_malloc
 from distillguard.detect.allowlist import Allowlist
 from distillguard.detect.scoring import AccountScorer, Calibration, DetectConfig
-from distillguard.features import account_features
+from distillguard.features import account_features, time_columns
 from distillguard.linking import LinkConfig, build_edges
 from distillguard.linking.campaigns import find_campaigns
 from distillguard.signals import compute_signals, signal_pool
@@ -408,13 +408,17 @@ def _account_codes(ids) -> tuple[pa.Array, pa.Array]:
 def _features_table(events: pa.Table, signals: pa.Table | None, ev_t, sg_t, config) -> pa.Table:
     """:func:`account_features` run and sorted by account. On row-aligned tables (the stream's) the engine
     groups by an int32 account code instead of the id string (1M events: the stage 1.6-1.9 -> 1.35-1.45 s) and
-    the ids are put back after; the values are the same but for the last bit of some parallel float sums."""
+    the ids are put back after, and the per-event time columns come from Arrow; the values are the same but
+    for the last bit of some parallel float sums."""
     if not _aligned(events, signals):
         return account_features(ev_t, sg_t, config=config).to_pyarrow().sort_by("account_id")
     joined = _joined(events, signals)
     j = joined.schema.get_field_index("account_id")
     codes, names = _account_codes(joined.column(j))
     coded = joined.set_column(j, pa.field("account_id", pa.int32(), nullable=False), codes)
+    if coded.column("timestamp").null_count == 0:  # the time columns from Arrow (1M events: ~0.15 s less)
+        for name, col in time_columns(coded.column("timestamp")).items():
+            coded = coded.append_column(name, col)
     out = account_features(ibis.memtable(coded), None, config=config).to_pyarrow().sort_by("account_id")
     k = out.schema.get_field_index("account_id")
     return out.set_column(k, out.schema.field(k).with_type(pa.string()),

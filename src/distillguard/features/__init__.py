@@ -14,7 +14,7 @@ from typing import Mapping
 import ibis
 import ibis.expr.types as ir
 
-__all__ = ["FeatureConfig", "account_features", "FEATURE_COLUMNS", "model_releases"]
+__all__ = ["FeatureConfig", "account_features", "FEATURE_COLUMNS", "TIME_COLUMNS", "model_releases", "time_columns"]
 
 _LN24 = 3.1780538303479458  # ln(24)
 _EFFORT_HIGH = ("high", "xhigh", "max")
@@ -86,6 +86,31 @@ def _epoch(ts: ir.TimestampValue) -> ir.FloatingValue:
     return _f(ts.epoch_seconds().floor()) + _f(ts.millisecond()) / 1000.0
 
 
+#: per-event time columns a caller may pass precomputed (UTC): ``epoch`` (seconds to the millisecond, float),
+#: ``day`` and ``hour_ts`` (the timestamp cut to its day / hour), ``hod`` (hour of the day, 0-23)
+TIME_COLUMNS = ("epoch", "day", "hour_ts", "hod")
+
+
+def time_columns(timestamp) -> dict:
+    """:data:`TIME_COLUMNS` of a pyarrow timestamp column (UTC, any unit), as the engine would derive them:
+    the same values (seconds floored, then the millisecond added; days and hours floored, also before 1970)."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    ts = timestamp.combine_chunks() if isinstance(timestamp, pa.ChunkedArray) else timestamp
+    if ts.null_count:
+        raise ValueError("time_columns: null timestamps")
+    us = pc.cast(pc.cast(ts, pa.timestamp("us", tz=ts.type.tz)), pa.int64()).to_numpy(zero_copy_only=False)
+    typ = pa.timestamp("us")  # as DuckDB's truncation returns them (UTC wall time, no zone)
+    return {
+        "epoch": pa.array((us // 1_000_000).astype(np.float64) + ((us // 1000) % 1000).astype(np.float64) / 1000.0),
+        "day": pa.array(us - us % 86_400_000_000).cast(typ),
+        "hour_ts": pa.array(us - us % 3_600_000_000).cast(typ),
+        "hod": pa.array(((us // 3_600_000_000) % 24).astype(np.int32)),
+    }
+
+
 _EVENT_COLS = ("event_id", "account_id", "org_id", "timestamp", "model", "ip", "api_key_id", "n_user_turns",
                "n_tools", "max_tokens", "reasoning_effort", "input_tokens", "output_tokens", "reasoning_tokens",
                "status_code", "account_created_at")
@@ -96,23 +121,22 @@ def account_features(events: ir.Table, signals: ir.Table | None, *, config: Feat
     """One row per account with the behaviour columns of :data:`FEATURE_COLUMNS`.
 
     ``signals`` is joined to ``events`` on ``event_id``; pass ``None`` when ``events`` already carries the
-    signal columns, one row per event (the Spark engine computes both in one pass and saves the join).
+    signal columns, one row per event (the Spark engine computes both in one pass and saves the join). Such
+    a table may also carry any of the per-event time columns of :data:`TIME_COLUMNS`, computed beforehand
+    (:func:`time_columns`): the engine then reads them instead of deriving them.
     """
     cfg = config or FeatureConfig()
     if signals is None:
         missing = [c for c in _EVENT_COLS + _SIGNAL_COLS if c not in events.columns]
         if missing:
             raise ValueError(f"account_features: events table without signals lacks column(s) {missing}")
-        t = events.select(*_EVENT_COLS, *_SIGNAL_COLS)
+        t = events.select(*_EVENT_COLS, *_SIGNAL_COLS, *[c for c in TIME_COLUMNS if c in events.columns])
     else:
         t = events.select(*_EVENT_COLS).left_join(signals.select("event_id", *_SIGNAL_COLS), "event_id")
-    t = t.mutate(
-        epoch=_epoch(t.timestamp),
-        day=t.timestamp.truncate("D"),
-        hour_ts=t.timestamp.truncate("h"),
-        hod=t.timestamp.hour(),
-        capability=t.capability.fill_null("other"),
-    )
+    derive = {"epoch": lambda: _epoch(t.timestamp), "day": lambda: t.timestamp.truncate("D"),
+              "hour_ts": lambda: t.timestamp.truncate("h"), "hod": lambda: t.timestamp.hour()}
+    t = t.mutate(**{name: make() for name, make in derive.items() if name not in t.columns},
+                 capability=t.capability.fill_null("other"))
 
     base = t.group_by("account_id").aggregate(
         org_id=t.org_id.max(),
