@@ -326,3 +326,33 @@ def test_skipped_columns_come_back_null_and_nothing_else_changes(tmp_path):
             assert a == b, name
     row = fast[0].column("user_text").to_pylist().index("bell \x07 inside")
     assert fast[0].column("messages")[row].as_py() is None  # decided by Arrow this time
+
+
+def test_skipping_messages_lets_arrow_take_tool_call_turns(tmp_path):
+    """Without the messages JSON, items with other keys (``tool_calls``, ``tool_call_id``) and an assistant turn
+    whose content is null are decided on the Arrow path, with the Python parser's values; skipped texts
+    (response, reasoning, tools) come back null; a null role still goes to Python and is rejected there."""
+    turns = [{"role": "system", "content": "agent"}, {"role": "user", "content": "find it"},
+             {"role": "assistant", "content": None, "tool_calls": [{"id": "c1", "type": "function",
+                                                                    "function": {"name": "f", "arguments": "{}"}}]},
+             {"role": "tool", "tool_call_id": "c1", "content": "found"}]
+    tools = [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]
+    recs = [json.dumps(_rec(i, messages=turns, tools=tools, reasoning_content="r" * i)).encode() for i in range(40)]
+    recs += [json.dumps(_rec(i)).encode() for i in range(40, 80)]
+    recs.append(json.dumps(_rec(80, messages=[{"role": None, "content": "x", "tool_call_id": "c"}])).encode())
+    path = tmp_path / "tools.jsonl"
+    path.write_bytes(b"\n".join(recs + EDGE_LINES[:-1]) + b"\n")
+    skipped = ("messages", "source", "tools", "response", "reasoning_content")
+    slow = _read(path, False)
+    fast = _read(path, "arrow", skip=skipped)
+    assert fast[1] == slow[1] and fast[2] == slow[2]
+    assert any(r[2] == "messages[0].role" for r in fast[1])
+    assert fast[0].num_rows == slow[0].num_rows > 80
+    for name in slow[0].column_names:
+        a, b = slow[0].column(name).to_pylist(), fast[0].column(name).to_pylist()
+        if name in skipped:
+            assert b[:80] == [None] * 80 and any(x is not None for x in a[:80])
+        else:
+            assert a == b, name
+    assert fast[0].column("n_tools").to_pylist()[:40] == [1] * 40
+    assert fast[0].column("n_messages").to_pylist()[:40] == [4] * 40

@@ -12,7 +12,8 @@ of each reject. What goes to Python:
   given as a list of parts): the piece is halved until the failing lines are found (at most
   :data:`MIN_PIECE_LINES` lines a piece go to Python);
 * rows that use anything the vectorised derivation does not cover: unknown fields (``extra``),
-  message items with keys other than ``role``/``content`` or a null content, ``prompt`` together with
+  message items with keys other than ``role``/``content`` or a null content (unless the caller skips
+  ``messages``: then the JSON that would hold them is not built), ``prompt`` together with
   ``messages``, no ``request_id``, timestamps outside strict RFC 3339 text or epoch seconds in (0, 1e11),
   control characters other than tab/newline/CR/backspace/form feed in message text, an out-of-range integer.
 
@@ -263,6 +264,12 @@ def _iso_micros(text: pa.Array) -> tuple[np.ndarray, np.ndarray]:
     last_byte = len(data) - 1
     s = np.where(ok, s, 0)
     e = np.where(ok, s + length, 0)
+    # the first 26 bytes of every text in one gather (row k: byte k of each text; short texts run into their
+    # neighbours' bytes, which the length checks below make harmless)
+    head = data[np.minimum(np.arange(26)[:, None] + s[None, :], last_byte)]
+
+    def col(k: int) -> np.ndarray:
+        return head[k].astype(np.int64) - 48
 
     def at(pos: np.ndarray) -> np.ndarray:
         return data[np.clip(pos, 0, last_byte)].astype(np.int64)
@@ -276,14 +283,21 @@ def _iso_micros(text: pa.Array) -> tuple[np.ndarray, np.ndarray]:
             v = v * 10 + d
         return v, good
 
-    y, g1 = digits(s, 4)
-    mo, g2 = digits(s + 5, 2)
-    d, g3 = digits(s + 8, 2)
-    hh, g4 = digits(s + 11, 2)
-    mi, g5 = digits(s + 14, 2)
-    ss, g6 = digits(s + 17, 2)
+    def head_digits(first: int, k: int) -> tuple[np.ndarray, np.ndarray]:
+        good = ((head[first:first + k] - 48) <= 9).all(axis=0)  # uint8: bytes below "0" wrap past 9
+        v = col(first)
+        for j in range(1, k):
+            v = v * 10 + col(first + j)
+        return v, good
+
+    y, g1 = head_digits(0, 4)
+    mo, g2 = head_digits(5, 2)
+    d, g3 = head_digits(8, 2)
+    hh, g4 = head_digits(11, 2)
+    mi, g5 = head_digits(14, 2)
+    ss, g6 = head_digits(17, 2)
     ok &= g1 & g2 & g3 & g4 & g5 & g6
-    ok &= (at(s + 4) == 45) & (at(s + 7) == 45) & (at(s + 10) == 84) & (at(s + 13) == 58) & (at(s + 16) == 58)
+    ok &= (head[4] == 45) & (head[7] == 45) & (head[10] == 84) & (head[13] == 58) & (head[16] == 58)
     ok &= (y >= 1900) & (y <= 2199) & (hh <= 23) & (mi <= 59) & (ss <= 59)
     dim = _DAYS_IN_MONTH[np.clip(mo, 0, 12)] + ((mo == 2) & (y % 4 == 0) & ((y % 100 != 0) | (y % 400 == 0)))
     ok &= (mo >= 1) & (mo <= 12) & (d >= 1) & (d <= dim)
@@ -297,11 +311,11 @@ def _iso_micros(text: pa.Array) -> tuple[np.ndarray, np.ndarray]:
     frac_end = e - np.where(zulu, 1, 6)
     frac_len = frac_end - (s + 19)  # 0, or a dot and 1 to 6 digits
     has_frac = frac_len > 0
-    ok &= (frac_len == 0) | ((frac_len >= 2) & (frac_len <= 7) & (at(s + 19) == 46))
+    ok &= (frac_len == 0) | ((frac_len >= 2) & (frac_len <= 7) & (head[19] == 46))
     us = np.zeros(n, dtype=np.int64)
     for j in range(6):
         take = has_frac & (frac_len - 1 > j)
-        dig = at(s + 20 + j) - 48
+        dig = col(20 + j)
         ok &= ~take | ((dig >= 0) & (dig <= 9))
         us = us * 10 + np.where(take, dig, 0)
     offset_s = np.where(zulu, 0, np.where(sign_byte == 45, -1, 1) * (oh * 3600 + om * 60))
@@ -373,9 +387,11 @@ def _json_str(values: pa.Array) -> tuple[pa.Array, np.ndarray]:
     return pc.binary_join_element_wise('"', values, '"', ""), unsupported
 
 
-def _tools_json(data, offs: np.ndarray, rows: np.ndarray, ok: np.ndarray) -> tuple[pa.Array, np.ndarray]:
+def _tools_json(data, offs: np.ndarray, rows: np.ndarray, ok: np.ndarray,
+                build: bool = True) -> tuple[pa.Array, np.ndarray]:
     """``tools`` as the Python path writes it (sorted-key JSON of the list) for ``rows``, from orjson's own
-    parse of those lines; a line orjson refuses (e.g. NaN inside a tool definition) is cleared in ``ok``."""
+    parse of those lines; a line orjson refuses (e.g. NaN inside a tool definition) is cleared in ``ok``.
+    ``build=False``: only the check and the counts (the JSON comes back null)."""
     n = len(offs) - 1
     out: list = [None] * n
     counts = np.zeros(n, dtype=np.int32)
@@ -388,7 +404,8 @@ def _tools_json(data, offs: np.ndarray, rows: np.ndarray, ok: np.ndarray) -> tup
         if type(tools) is not list:
             ok[i] = False
             continue
-        out[i] = orjson.dumps(tools, option=orjson.OPT_SORT_KEYS).decode()
+        if build:
+            out[i] = orjson.dumps(tools, option=orjson.OPT_SORT_KEYS).decode()
         counts[i] = len(tools)
     return pa.array(out, type=_S), counts
 
@@ -405,8 +422,9 @@ def derive(table: pa.Table, data, offs: np.ndarray, lns: np.ndarray, label: str,
            with_tools: bool = False, skip: frozenset = frozenset()) -> tuple[pa.Table, np.ndarray]:
     """The EVENT_SCHEMA columns (nullable) of every row of a parsed piece and the mask of rows they are exact
     for (the others go to Python; their values here mean nothing). Row i was parsed from
-    ``data[offs[i]:offs[i+1]]``, line ``lns[i]`` of the file. Columns in ``skip`` (``messages``, ``source``)
-    are left null."""
+    ``data[offs[i]:offs[i+1]]``, line ``lns[i]`` of the file. Columns in ``skip`` (``messages``, ``source``,
+    ``tools``, ``response``, ``reasoning_content``) are left null; without ``messages`` (no JSON to build),
+    message items may carry other keys and a null content, as the Python path allows."""
     n = table.num_rows
     ok = np.ones(n, dtype=bool)
 
@@ -455,12 +473,17 @@ def derive(table: pa.Table, data, offs: np.ndarray, lns: np.ndarray, label: str,
     item_fields = [flat.type.field(i).name for i in range(flat.type.num_fields)]
     extra_keys = [k for k in item_fields if k not in ("role", "content")]
     flat_valid = _nonnull(flat, len(flat))
-    if extra_keys:
+    # without the messages JSON only role and content matter: the Python path ignores other item keys and
+    # reads a null content as empty text (an assistant turn holding only tool calls)
+    loose_items = "messages" in skip
+    if extra_keys and not loose_items:
         ok &= ~_maybe_null_key(data, offs, extra_keys)
     role = pc.struct_field(flat, "role")
     content = pc.struct_field(flat, "content")
-    bad_item = ~flat_valid | ~_nonnull(role, len(flat)) | ~_nonnull(content, len(flat))
-    if extra_keys:
+    bad_item = ~flat_valid | ~_nonnull(role, len(flat))
+    if not loose_items:
+        bad_item |= ~_nonnull(content, len(flat))
+    if extra_keys and not loose_items:
         bad_item |= _any_valid(lambda k: pc.struct_field(flat, k), extra_keys, len(flat))
     role = pc.fill_null(role, "")
     content = pc.fill_null(content, "")
@@ -493,7 +516,7 @@ def derive(table: pa.Table, data, offs: np.ndarray, lns: np.ndarray, label: str,
     tools_json = pa.nulls(n, _S)
     n_tools = np.zeros(n, dtype=np.int32)
     if with_tools and has_tools.any() and pa.types.is_list(tools.type):
-        tools_json, n_tools = _tools_json(data, offs, ok & has_tools, ok)
+        tools_json, n_tools = _tools_json(data, offs, ok & has_tools, ok, build="tools" not in skip)
     ts_type = pa.timestamp("us", tz="UTC")
     source = (pa.nulls(n, _S) if "source" in skip
               else pc.binary_join_element_wise(label + ":", pc.cast(pa.array(lns), _S), ""))
@@ -514,8 +537,8 @@ def derive(table: pa.Table, data, offs: np.ndarray, lns: np.ndarray, label: str,
         "extra": pa.nulls(n, _S),
         "source": source,
     }
-    for f in _STR_FIELDS:
-        cols.setdefault(f, _col(table, f))
+    for f in _STR_FIELDS:  # a skipped text (response, reasoning) is not copied along: Arrow checked its type
+        cols.setdefault(f, None if f in skip else _col(table, f))
     for f in _INT_FIELDS:
         cols[f] = ints[f]
     arrays = []
