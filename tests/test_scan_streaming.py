@@ -6,8 +6,10 @@ import sys
 from datetime import timedelta
 from pathlib import Path
 
+import numpy as np
 import orjson
 import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -261,6 +263,87 @@ def test_campaign_stats_take_members_by_position_as_the_engine_join_does(world):
     assert set(by_position) == {"c0", "c1", "c2"}
     assert by_position == joined
     assert sum(d["requests"] for d in by_position.values()) < events.num_rows
+
+
+def _engine_stats(t, cfg) -> dict:
+    """The campaign figures as SQL aggregates over an Ibis table of the members' rows (the reference the
+    Arrow aggregates of ``_member_stats`` must equal)."""
+    import ibis
+
+    base = t.group_by("campaign_id").aggregate(
+        first_seen=t.timestamp.min(), last_seen=t.timestamp.max(), requests=t.count(),
+        reasoning_tokens=t.reasoning_tokens.fill_null(0).sum(), output_tokens=t.output_tokens.fill_null(0).sum(),
+        jailbreak=t.extraction_reason.lower().contains("jailbreak").fill_null(False).ifelse(1, 0).sum())
+    out = {r["campaign_id"]: {"first_seen": pipeline._iso(r["first_seen"]), "last_seen": pipeline._iso(r["last_seen"]),
+                              "requests": r["requests"], "reasoning_tokens": r["reasoning_tokens"] or 0,
+                              "output_tokens": r["output_tokens"] or 0, "jailbreak": bool(r["jailbreak"]),
+                              "capabilities": {}, "benchmarks": {}, "sample_prompts": [], "indicators": {}}
+           for r in base.to_pyarrow().to_pylist()}
+    for col, key in (("capability", "capabilities"), ("benchmark", "benchmarks")):
+        g = t.filter(t[col].notnull()).group_by(["campaign_id", col]).aggregate(c=ibis._.count())
+        for r in g.to_pyarrow().to_pylist():
+            out[r["campaign_id"]][key][r[col]] = r["c"]
+        for d in out.values():
+            d[key] = {k: round(v / max(d["requests"], 1), 4)
+                      for k, v in sorted(d[key].items(), key=lambda kv: (-kv[1], kv[0]))[:6]}
+    for col, key in (("ip", "ips"), ("asn", "asns"), ("user_agent", "user_agents"),
+                     ("payment_fingerprint", "payment_fingerprints"), ("template_id", "template_ids"),
+                     ("template_sig", "template_sigs"), ("system_prompt_id", "system_prompt_ids")):
+        for d in out.values():
+            d["indicators"][key] = []
+        f = t.filter(t[col].notnull())
+        g = f.group_by(["campaign_id", col]).aggregate(n_acc=f.account_id.nunique(), c=f.count())
+        g = g.filter(g.n_acc >= 2).order_by(["campaign_id", ibis.desc("n_acc"), ibis.desc("c"), col])
+        for r in g.to_pyarrow().to_pylist():
+            if len(out[r["campaign_id"]]["indicators"][key]) < 20:
+                out[r["campaign_id"]]["indicators"][key].append(r[col])
+    for d in out.values():
+        d["indicators"]["cidrs"] = sorted({".".join(ip.split(".")[:3]) + ".0/24"
+                                           for ip in d["indicators"]["ips"] if ip.count(".") == 3})
+    w = ibis.window(group_by="campaign_id", order_by=["timestamp", "event_id"])
+    s = t.mutate(rn=ibis.row_number().over(w))
+    s = s.filter(s.rn < cfg.sample_prompts).order_by(["campaign_id", "rn"])
+    for r in s.to_pyarrow().to_pylist():
+        out[r["campaign_id"]]["sample_prompts"].append((r["user_text"] or "")[: cfg.sample_chars])
+    return out
+
+
+def test_campaign_figures_in_arrow_equal_the_engine_aggregates(world):
+    """Arrow's hash aggregates and sorts give the SQL aggregates' figures: counts, sums with nulls, time span,
+    jailbreak use, capability shares, indicators shared by two or more members in the engine's order (ties
+    broken by value bytes), the first sample prompts by time then event id; on random members and on rows
+    with the timestamps and some values shuffled and nulled."""
+    import ibis
+
+    from distillguard.detect.scoring import DetectConfig
+
+    events, signals, _ = pipeline.stream_events(world)
+    rng = np.random.default_rng(7)
+    accts = sorted(set(events.column("account_id").to_pylist()))
+    cfg = DetectConfig()
+    for trial in range(3):
+        members = [(a, f"c{rng.integers(0, 4)}") for a in accts if rng.random() < 0.6]
+        pos = pc.index_in(events.column("account_id"), value_set=pa.array([a for a, _ in members]))
+        rows = pc.indices_nonzero(pc.is_valid(pos))
+        t = events.take(rows)
+        for c in ("capability", "benchmark", "template_id", "template_sig", "system_prompt_id", "extraction_reason"):
+            t = t.append_column(signals.schema.field(c), signals.column(c).take(rows))
+        t = t.append_column("campaign_id", pa.array([c for _, c in members]).take(pos.take(rows)))
+        if trial:  # equal timestamps (ties broken by event id), nulls in counted and indicator columns
+            n = t.num_rows
+            ts = t.column("timestamp").combine_chunks().take(pa.array(rng.integers(0, max(n // 50, 1), n)))
+            t = t.set_column(t.schema.get_field_index("timestamp"), "timestamp", ts)
+            for c in ("reasoning_tokens", "ip", "capability", "template_sig"):
+                col = t.column(c).combine_chunks()
+                t = t.set_column(t.schema.get_field_index(c), c,
+                                 pc.if_else(pa.array(rng.random(n) < 0.2), pa.nulls(n, col.type), col))
+        t = t.combine_chunks()
+        plain = pa.table([pipeline._plain(c) for c in t.columns], names=t.column_names)
+        got = pipeline._member_stats(t, cfg)
+        assert got == _engine_stats(ibis.memtable(plain), cfg)
+        assert sum(d["requests"] for d in got.values()) == t.num_rows
+        assert any(v for d in got.values() for v in d["indicators"].values())
+        assert all(len(d["sample_prompts"]) == min(cfg.sample_prompts, d["requests"]) for d in got.values())
 
 
 def _shown(limit: str) -> str:

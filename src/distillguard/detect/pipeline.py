@@ -913,55 +913,90 @@ def _campaign_stats(events: pa.Table, signals: pa.Table, member_rows: list[tuple
         for c in sg_cols:
             t = t.append_column(signals.schema.field(c), signals.column(c).take(rows))
         camp = pa.array([c for _, c in member_rows], pa.string()).take(pos.take(rows))
-        t = ibis.memtable(t.append_column("campaign_id", camp))
+        t = t.append_column("campaign_id", camp)
     else:
         ev = _ibis(events).select(ev_cols)
         sg = _ibis(signals).select(["event_id"] + sg_cols)
         t = ev.join(mem, "account_id").left_join(sg, "event_id").drop("event_id_right")
-        t = ibis.memtable(t.to_pyarrow())  # members' events only: join once, then several small aggregates
-    base = t.group_by("campaign_id").aggregate(
-        first_seen=t.timestamp.min(), last_seen=t.timestamp.max(), requests=t.count(),
-        reasoning_tokens=t.reasoning_tokens.fill_null(0).sum(), output_tokens=t.output_tokens.fill_null(0).sum(),
-        jailbreak=t.extraction_reason.lower().contains("jailbreak").fill_null(False).ifelse(1, 0).sum(),
-    ).to_pyarrow().to_pylist()
-    out: dict[str, dict] = {r["campaign_id"]: {
-        "first_seen": _iso(r["first_seen"]), "last_seen": _iso(r["last_seen"]), "requests": int(r["requests"]),
-        "reasoning_tokens": int(r["reasoning_tokens"] or 0), "output_tokens": int(r["output_tokens"] or 0),
-        "jailbreak": bool(r["jailbreak"]), "capabilities": {}, "benchmarks": {}, "sample_prompts": [],
-        "indicators": {k: [] for k in ("ips", "cidrs", "asns", "user_agents", "payment_fingerprints",
-                                       "template_ids", "template_sigs", "system_prompt_ids")},
-    } for r in base}
+        t = t.to_pyarrow()  # members' events only: joined once, then several small aggregates
+    return _member_stats(t.combine_chunks(), cfg)
+
+
+def _plain(col) -> pa.Array:
+    """A column as a plain (not dictionary-encoded) array."""
+    col = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+    return col.dictionary_decode() if pa.types.is_dictionary(col.type) else col
+
+
+def _member_stats(t: pa.Table, cfg: DetectConfig) -> dict[str, dict]:
+    """:func:`_campaign_stats` from the members' rows (an Arrow table with ``campaign_id``), in Arrow's hash
+    aggregates and sorts: strings order by their bytes, as the engines order them."""
+    camp = _plain(t.column("campaign_id"))
+    reason = pc.dictionary_encode(_plain(t.column("extraction_reason")))  # few distinct reasons: tested once each
+    jail_of = pc.fill_null(pc.match_substring(pc.utf8_lower(reason.dictionary), "jailbreak"), False)
+    jail = pc.fill_null(jail_of.take(reason.indices), False)
+    base = pa.table({"campaign_id": camp, "timestamp": t.column("timestamp"),
+                     "reasoning_tokens": pc.fill_null(t.column("reasoning_tokens"), 0),
+                     "output_tokens": pc.fill_null(t.column("output_tokens"), 0),
+                     "jailbreak": pc.cast(jail, pa.int64())})
+    base = base.group_by("campaign_id", use_threads=False).aggregate([
+        ("timestamp", "min"), ("timestamp", "max"), ("campaign_id", "count"), ("reasoning_tokens", "sum"),
+        ("output_tokens", "sum"), ("jailbreak", "sum")])
+    out: dict[str, dict] = {}
+    for r in base.to_pylist():
+        out[r["campaign_id"]] = {
+            "first_seen": _iso(r["timestamp_min"]), "last_seen": _iso(r["timestamp_max"]),
+            "requests": int(r["campaign_id_count"]), "reasoning_tokens": int(r["reasoning_tokens_sum"] or 0),
+            "output_tokens": int(r["output_tokens_sum"] or 0), "jailbreak": bool(r["jailbreak_sum"]),
+            "capabilities": {}, "benchmarks": {}, "sample_prompts": [],
+            "indicators": {k: [] for k in ("ips", "cidrs", "asns", "user_agents", "payment_fingerprints",
+                                           "template_ids", "template_sigs", "system_prompt_ids")}}
+    accounts = _plain(t.column("account_id"))
+
+    def by_value(col: str) -> pa.Table:
+        """(campaign_id, v, n_acc, c) over the rows where ``col`` is not null."""
+        v = _plain(t.column(col))
+        keep = pc.is_valid(v)
+        g = pa.table({"campaign_id": camp.filter(keep), "v": v.filter(keep), "account_id": accounts.filter(keep)})
+        g = g.group_by(["campaign_id", "v"], use_threads=False).aggregate(
+            [("account_id", "count_distinct"), ("account_id", "count")])
+        return g.rename_columns(["campaign_id", "v", "n_acc", "c"])
+
     for col, key in (("capability", "capabilities"), ("benchmark", "benchmarks")):
-        g = t.filter(t[col].notnull()).group_by(["campaign_id", col]).aggregate(c=ibis._.count()).to_pyarrow().to_pylist()
-        for r in g:
-            d = out[r["campaign_id"]]
-            d[key][r[col]] = d[key].get(r[col], 0) + r["c"]
+        g = by_value(col)
+        for c, v, n in zip(*(g.column(x).to_pylist() for x in ("campaign_id", "v", "c"))):
+            d = out[c]
+            d[key][v] = d[key].get(v, 0) + n
         for d in out.values():
             tot = max(d["requests"], 1)
             d[key] = {k: round(v / tot, 4) for k, v in sorted(d[key].items(), key=lambda kv: (-kv[1], kv[0]))[:6]}
-    # indicators: values shared by two or more member accounts
+    # indicators: values shared by two or more member accounts, most accounts first (then rows, then value)
     for col, key in (("ip", "ips"), ("asn", "asns"), ("user_agent", "user_agents"),
                      ("payment_fingerprint", "payment_fingerprints"), ("template_id", "template_ids"),
                      ("template_sig", "template_sigs"), ("system_prompt_id", "system_prompt_ids")):
-        f = t.filter(t[col].notnull())
-        g = f.group_by(["campaign_id", col]).aggregate(n_acc=f.account_id.nunique(), c=f.count())
-        g = g.filter(g.n_acc >= 2).order_by(["campaign_id", ibis.desc("n_acc"), ibis.desc("c"), col])  # no ties
-        for r in g.to_pyarrow().to_pylist():
-            lst = out[r["campaign_id"]]["indicators"][key]
+        g = by_value(col)
+        g = g.filter(pc.greater_equal(g.column("n_acc"), 2))
+        g = g.take(pc.sort_indices(g, [("campaign_id", "ascending"), ("n_acc", "descending"),
+                                       ("c", "descending"), ("v", "ascending")]))
+        for c, v in zip(g.column("campaign_id").to_pylist(), g.column("v").to_pylist()):
+            lst = out[c]["indicators"][key]
             if len(lst) < 20:
-                lst.append(r[col])
+                lst.append(v)
     for d in out.values():
         ips = d["indicators"]["ips"]
         d["indicators"]["cidrs"] = sorted({".".join(ip.split(".")[:3]) + ".0/24" for ip in ips if ip.count(".") == 3})
-    # a few sample prompts per campaign (first by time), truncated
-    w = ibis.window(group_by="campaign_id", order_by=["timestamp", "event_id"])  # event_id: no ties
-    s = t.mutate(rn=ibis.row_number().over(w))
-    s = s.filter(s.rn < cfg.sample_prompts).select("campaign_id", "rn", "user_text").order_by(["campaign_id", "rn"])
-    for r in s.to_pyarrow().to_pylist():
-        text = (r["user_text"] or "")
-        out[r["campaign_id"]]["sample_prompts"].append(text[: cfg.sample_chars])
-    for d in out.values():
-        d.pop("jailbreak_count", None)
+    # a few sample prompts per campaign (first by time, then event id), truncated
+    if t.num_rows:
+        order = pc.sort_indices(pa.table({"c": camp, "ts": t.column("timestamp"), "e": _plain(t.column("event_id"))}),
+                                [("c", "ascending"), ("ts", "ascending"), ("e", "ascending")])
+        codes = pc.dictionary_encode(camp.take(order)).indices.to_numpy(zero_copy_only=False)
+        new = np.concatenate(([True], codes[1:] != codes[:-1]))
+        starts = np.flatnonzero(new)
+        rank = np.arange(len(codes)) - np.repeat(starts, np.diff(np.append(starts, len(codes))))
+        pick = np.flatnonzero(rank < cfg.sample_prompts)
+        rows = order.take(pa.array(pick))
+        for c, text in zip(camp.take(rows).to_pylist(), _plain(t.column("user_text")).take(rows).to_pylist()):
+            out[c]["sample_prompts"].append((text or "")[: cfg.sample_chars])
     return out
 
 
