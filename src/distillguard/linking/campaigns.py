@@ -107,7 +107,7 @@ def _summary(kind: str, weights: np.ndarray, values: pa.Array, details: pa.Array
     return {"kind": kind, "pairs": pairs, "accounts": accounts, "weight": round(weight, 4), "detail": detail}
 
 
-def _detail_values(details: pa.Array, chunk: int = 500_000) -> pa.Array:
+def _detail_values(details: pa.Array, chunk: int = 100_000) -> pa.Array:
     """The value each detail names, exactly as the first group of :data:`_VALUE_RE` (null where it does not
     match). Details holding " customers)" once (all that build_edges writes) are cut with byte arithmetic:
     the value runs from after the first space to the " (<digits> customers)" that follows it; any other
