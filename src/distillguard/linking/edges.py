@@ -431,7 +431,9 @@ def build_edges(events, signals=None, *, config: LinkConfig | None = None,
     # engine's queries are done the numpy halves are all that is left (1M events: post-scan stages 8.5-8.7 s
     # with one thread, 7.9-8.4 s with two)
     pool = ThreadPoolExecutor(2, thread_name_prefix="distillguard-sketch")
-    one_at_a_time = threading.Lock()
+    # one pairing at a time while the engine's queries run; two once they are done (the engine's working memory
+    # is freed by then, and the pairings left are all that keeps the cores busy)
+    one_at_a_time = threading.Semaphore(1)
     sketched: list = []
     try:
         def add(expr: ir.Table | None) -> None:
@@ -467,6 +469,8 @@ def build_edges(events, signals=None, *, config: LinkConfig | None = None,
 
         if on["payment"]:
             shared("payment", events.payment_fingerprint)
+        if on["asn"]:  # the longest pairing (most rows in the largest groups) starts first
+            shared("asn", events.asn, cfg.kind("asn").bucket_s, unit=f"{cfg.kind('asn').bucket_s}s windows")
         if on["ip"]:
             shared("ip", events.ip, cfg.kind("ip").bucket_s, unit=f"{cfg.kind('ip').bucket_s}s windows")
         if on["ip24"]:
@@ -475,8 +479,6 @@ def build_edges(events, signals=None, *, config: LinkConfig | None = None,
             seen = events.join(ipmap, "ip")
             bs = cfg.kind("ip24").bucket_s
             shared("ip24", seen.prefix, bs, unit=f"{bs}s windows", table=seen)
-        if on["asn"]:
-            shared("asn", events.asn, cfg.kind("asn").bucket_s, unit=f"{cfg.kind('asn').bucket_s}s windows")
         if on["user_agent"]:
             shared("user_agent", events.user_agent)
         if on["created_burst"]:
@@ -495,6 +497,7 @@ def build_edges(events, signals=None, *, config: LinkConfig | None = None,
                 sp = signals.filter(signals.system_prompt_id.notnull())
                 pairs(sp.select("account_id", key=sp.system_prompt_id, value=sp.system_prompt_id), "system_prompt")
             add(_partition_edges(signals, cfg, rep if on["template"] else None, accounts))
+        one_at_a_time.release()  # the engine is done: the pairings left may run two at a time
         tables += [r.cast(_IDX_SCHEMA) for r in (f.result() for f in sketched) if r is not None]
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
@@ -502,11 +505,11 @@ def build_edges(events, signals=None, *, config: LinkConfig | None = None,
     return _finish(out, ents, cfg)
 
 
-def _paired(lock: threading.Lock, data: pa.Table, *args) -> pa.Table | None:
-    """:func:`shared_value_pairs` on a helper thread, one kind at a time (``lock``; the other helper thread
-    runs the sketch kinds meanwhile), the heap's freed memory handed back after it: its intermediates are the
-    linking stage's largest arrays (about 2.5M pairs for the asn kind at 1M events; two kinds at once took
-    the 5M-event scan's peak to 1,896 MB per 1M events)."""
+def _paired(lock: threading.Semaphore, data: pa.Table, *args) -> pa.Table | None:
+    """:func:`shared_value_pairs` on a helper thread, one kind at a time while the engine's queries run
+    (``lock``; the other helper thread runs the sketch kinds meanwhile), the heap's freed memory handed back
+    after it: its intermediates are the linking stage's largest arrays (about 2.5M pairs for the asn kind at
+    1M events; two kinds at once all along took the 5M-event scan's peak to 1,896 MB per 1M events)."""
     with lock:
         try:
             return shared_value_pairs(data, *args)
