@@ -232,11 +232,15 @@ def test_simhash_same_for_any_feature_order_and_split():
     perm = rng.permutation(len(doc))
     assert np.array_equal(T.simhash(feat[perm], doc[perm], n), ref)  # unordered: sparse product
     assert np.array_equal(T.simhash_parts([(feat[:1234], doc[:1234]), (feat[1234:], doc[1234:])], n), ref)
-    # bit k set where more than half of the document's features have it
-    d0 = feat[doc == doc[0]]
-    bits = ((d0[:, None] >> np.arange(64, dtype=np.uint64)) & np.uint64(1)).sum(axis=0)
-    want = int(sum(1 << k for k in range(64) if bits[k] * 2 > len(d0)))
-    assert int(ref[doc[0]].view(np.uint64)) == want
+    # an ordered part and an unordered one together (integer and float counts summed)
+    mixed = T.simhash_parts([(feat[:2000], doc[:2000]), (feat[2000:][::-1].copy(), doc[2000:][::-1].copy())], n)
+    assert np.array_equal(mixed, ref)
+    # bit k set where more than half of the document's features have it (every document; 0 without features)
+    for d in range(n):
+        mine = feat[doc == d]
+        bits = ((mine[:, None] >> np.arange(64, dtype=np.uint64)) & np.uint64(1)).sum(axis=0)
+        want = int(sum(1 << k for k in range(64) if bits[k] * 2 > len(mine)))
+        assert int(ref[d].view(np.uint64)) == want
 
 
 def _signals_in_daemon(rows):

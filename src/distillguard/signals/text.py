@@ -235,9 +235,10 @@ def _add_bit_counts(ones: np.ndarray, feat: np.ndarray, doc: np.ndarray, chunk: 
 def simhash_parts(parts: list[tuple[np.ndarray, np.ndarray]], n_docs: int, chunk: int = 262_144) -> np.ndarray:
     """:func:`simhash` over the union of several (feature hashes, document index) parts; a part whose
     document index is non-decreasing is counted with :func:`bit_counts` (faster)."""
-    ones = np.zeros((n_docs, 64), dtype=np.float64)
+    ones = None
     total = np.zeros(n_docs, np.float64)
     if n_docs <= SMALL:  # a few documents: skip the set-up
+        ones = np.zeros((n_docs, 64), dtype=np.float64)
         feat = np.concatenate([p[0] for p in parts]) if parts else np.empty(0, np.uint64)
         doc = np.concatenate([p[1] for p in parts]) if parts else np.empty(0, np.int64)
         if len(feat):
@@ -250,15 +251,27 @@ def simhash_parts(parts: list[tuple[np.ndarray, np.ndarray]], n_docs: int, chunk
                 ones = onehot @ bits.astype(np.float64)
         total += np.bincount(doc, minlength=n_docs)
     else:
+        counts = None  # exact integer counts of the parts ordered by document (no float round trip)
         for feat, doc in parts:
             if len(feat):
                 if len(doc) < 2 or bool(np.all(doc[1:] >= doc[:-1])):
-                    ones += bit_counts(np.ascontiguousarray(feat, dtype=np.uint64), doc, n_docs)
+                    part = bit_counts(np.ascontiguousarray(feat, dtype=np.uint64), doc, n_docs)
+                    if counts is None:
+                        counts = part
+                    else:
+                        counts += part
                 else:
+                    if ones is None:
+                        ones = np.zeros((n_docs, 64), dtype=np.float64)
                     _add_bit_counts(ones, feat, doc, chunk)
                 total += np.bincount(doc, minlength=n_docs)
-    set_bits = (ones * 2 > total[:, None]).astype(np.uint64)
-    sig = (set_bits << np.arange(64, dtype=np.uint64)).sum(axis=1, dtype=np.uint64)
+        if counts is not None:
+            ones = counts if ones is None else ones + counts
+        elif ones is None:
+            ones = np.zeros((n_docs, 64), dtype=np.int64)
+    # bit k of each signature is set where more than half the features have it; 64 flags packed per document
+    set_bits = ones * 2 > total[:, None]
+    sig = np.packbits(set_bits, axis=1, bitorder="little").view("<u8").reshape(n_docs)
     return sig.view(np.int64)
 
 
