@@ -962,8 +962,13 @@ def _member_stats(t: pa.Table, cfg: DetectConfig) -> dict[str, dict]:
             [("account_id", "count_distinct"), ("account_id", "count")])
         return g.rename_columns(["campaign_id", "v", "n_acc", "c"])
 
+    # the nine aggregates are independent single-threaded Arrow calls (the GIL released): two at a time
+    cols = ("capability", "benchmark", "ip", "asn", "user_agent", "payment_fingerprint", "template_id",
+            "template_sig", "system_prompt_id")
+    with ThreadPoolExecutor(2, thread_name_prefix="distillguard-stats") as pool:
+        grouped = dict(zip(cols, pool.map(by_value, cols)))
     for col, key in (("capability", "capabilities"), ("benchmark", "benchmarks")):
-        g = by_value(col)
+        g = grouped[col]
         for c, v, n in zip(*(g.column(x).to_pylist() for x in ("campaign_id", "v", "c"))):
             d = out[c]
             d[key][v] = d[key].get(v, 0) + n
@@ -974,7 +979,7 @@ def _member_stats(t: pa.Table, cfg: DetectConfig) -> dict[str, dict]:
     for col, key in (("ip", "ips"), ("asn", "asns"), ("user_agent", "user_agents"),
                      ("payment_fingerprint", "payment_fingerprints"), ("template_id", "template_ids"),
                      ("template_sig", "template_sigs"), ("system_prompt_id", "system_prompt_ids")):
-        g = by_value(col)
+        g = grouped[col]
         g = g.filter(pc.greater_equal(g.column("n_acc"), 2))
         g = g.take(pc.sort_indices(g, [("campaign_id", "ascending"), ("n_acc", "descending"),
                                        ("c", "descending"), ("v", "ascending")]))
