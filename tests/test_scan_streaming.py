@@ -346,6 +346,33 @@ def test_campaign_figures_in_arrow_equal_the_engine_aggregates(world):
         assert all(len(d["sample_prompts"]) == min(cfg.sample_prompts, d["requests"]) for d in got.values())
 
 
+def test_campaign_figures_take_columns_with_no_value_at_all():
+    """Columns that hold no value (null-typed, as a table built from Python gives them) count as empty: the
+    figures equal the engine's over the same rows with string columns."""
+    import datetime as dt
+
+    import ibis
+
+    from distillguard.detect.scoring import DetectConfig
+
+    n = 5
+    cols = {"campaign_id": ["C1", "C1", "C2", "C2", "C2"], "account_id": ["a", "b", "c", "d", "d"],
+            "event_id": [f"e{i}" for i in range(n)],
+            "timestamp": pa.array([dt.datetime(2026, 1, 1, i, tzinfo=dt.timezone.utc) for i in range(n)]),
+            "reasoning_tokens": pa.array([None] * n, pa.int64()), "output_tokens": pa.array([1, 2, 3, None, 5]),
+            "user_text": ["x", "y", None, "z", "w"], "extraction_reason": pa.nulls(n), "ip": ["1.2.3.4"] * n}
+    for c in ("capability", "benchmark", "asn", "user_agent", "payment_fingerprint", "template_id",
+              "template_sig", "system_prompt_id"):
+        cols[c] = pa.nulls(n)
+    t = pa.table(cols)
+    typed = pa.table([c.cast(pa.string()) if pa.types.is_null(c.type) else c for c in t.columns], names=t.column_names)
+    cfg = DetectConfig()
+    got = pipeline._member_stats(t, cfg)
+    assert got == _engine_stats(ibis.memtable(typed), cfg)
+    assert got["C2"]["indicators"]["ips"] == ["1.2.3.4"] and got["C1"]["reasoning_tokens"] == 0
+    assert got["C2"]["sample_prompts"] == ["", "z", "w"]
+
+
 def _shown(limit: str) -> str:
     """How this DuckDB version shows ``limit`` once set."""
     import duckdb

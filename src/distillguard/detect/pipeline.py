@@ -923,8 +923,11 @@ def _campaign_stats(events: pa.Table, signals: pa.Table, member_rows: list[tuple
 
 
 def _plain(col) -> pa.Array:
-    """A column as a plain (not dictionary-encoded) array."""
+    """A column as a plain (not dictionary-encoded) array; one with no value at all (null-typed, which the
+    string kernels and hash aggregates do not take) as null strings."""
     col = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+    if pa.types.is_null(col.type):
+        return col.cast(pa.string())
     return col.dictionary_decode() if pa.types.is_dictionary(col.type) else col
 
 
